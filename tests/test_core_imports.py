@@ -1,0 +1,21 @@
+"""The domain core must stay importable without Ray (design: thin Ray layers on a Ray-free core)."""
+import json
+import subprocess
+import sys
+
+CHECK = """
+import importlib, json, pkgutil, sys
+import speech2face
+names = [m.name for m in pkgutil.walk_packages(speech2face.__path__, "speech2face.")]
+for name in names:
+    importlib.import_module(name)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"ray", "tensorflow", "tf_keras", "keras"})
+print(json.dumps({"modules": names, "heavy": heavy}))
+"""
+
+
+def test_core_imports_no_ray_or_tensorflow():
+    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "speech2face.audio" in report["modules"]  # the walk really found the core's modules
+    assert report["heavy"] == [], f"speech2face pulled in {report['heavy']}"
