@@ -1,0 +1,181 @@
+"""Retrieval metrics: recall at K of the true face among a gallery, ranked by cosine similarity.
+
+Query i (a predicted face feature) should retrieve gallery[targets[i]] (the clip's own face feature);
+several queries may share one gallery item. Both sides are L2-normalised, so ranking by cosine
+similarity equals the seed's ranking by distance of normalised vectors. Zero or non-finite rows are
+an error: they have no direction, and a NaN prediction must not pass as a perfect hit.
+
+Rank and ties (optimistic): rank = 1 + the number of gallery items whose similarity to the query is
+strictly greater than the target's. Gallery rows that are exactly equal to the target after
+normalisation (duplicates, and the target itself) never count: they tie with it exactly, whatever
+rounding the matrix products make. So ranks lie in 1..N, and for K >= N the recall is 1.0 (the key K
+is still reported, with the value at min(K, N), matching ``chance_recall``).
+
+Memory: queries go in blocks and the gallery in chunks, so no (Q, N) matrix is ever built; a
+100k x 100k evaluation holds one (block_size, gallery_chunk) similarity tile at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import torch
+
+RANKS = (1, 5, 10, 25, 50, 75, 100)
+NORM_EPS = 1e-12
+
+
+def _unit_rows(x, name: str, device: torch.device) -> torch.Tensor:
+    """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked."""
+    tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (count, dim) array, got shape {tuple(tensor.shape)}")
+    tensor = tensor.to(device=device, dtype=torch.float32)
+    norms = tensor.norm(dim=1, keepdim=True)
+    # A NaN or zero row compares as "nothing beats the target" and would score a free hit.
+    bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0]
+    if len(bad_rows):
+        raise ValueError(
+            f"{name} rows {bad_rows[:10].tolist()} ({len(bad_rows)} in all) are zero or not finite, so they have "
+            "no direction to rank by; drop those clips or fix the model/embedder that produced them"
+        )
+    return tensor / norms
+
+
+class _TargetCopies:
+    """For query targets, every (query, gallery column) pair where the column is exactly equal to the
+    target row (the target itself included): those never beat the target."""
+
+    def __init__(self, gallery_vectors: torch.Tensor):
+        _, group = torch.unique(gallery_vectors, dim=0, return_inverse=True)
+        self.group = group
+        self.rows_by_group = torch.argsort(group, stable=True)  # gallery rows, grouped
+        self.group_size = torch.bincount(group)
+        self.group_start = torch.cumsum(self.group_size, 0) - self.group_size
+
+    def __call__(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        groups = self.group[targets]
+        sizes = self.group_size[groups]
+        query_rows = torch.repeat_interleave(torch.arange(len(targets), device=targets.device), sizes)
+        first_of_query = torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+        position_in_group = torch.arange(len(query_rows), device=targets.device) - first_of_query
+        columns = self.rows_by_group[self.group_start[groups][query_rows] + position_in_group]
+        return query_rows, columns
+
+
+def target_ranks(
+    queries,
+    gallery,
+    targets,
+    block_size: int = 1024,
+    gallery_chunk: int = 8192,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Rank (1 = best) of each query's true gallery item, as an int64 array of shape (Q,).
+
+    ``queries`` (Q, D) and ``gallery`` (N, D) may be numpy arrays or torch tensors; ``targets`` (Q,)
+    holds gallery row indices. Computed in float32 on ``device`` (default: the queries' device).
+    """
+    if block_size < 1 or gallery_chunk < 1:
+        raise ValueError(f"block_size and gallery_chunk must be >= 1, got {block_size} and {gallery_chunk}")
+    if device is None:
+        device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    query_vectors = _unit_rows(queries, "queries", device)
+    gallery_vectors = _unit_rows(gallery, "gallery", device)
+    if query_vectors.shape[1] != gallery_vectors.shape[1]:
+        raise ValueError(
+            f"queries have dim {query_vectors.shape[1]} but gallery items have dim {gallery_vectors.shape[1]}; "
+            "predict with an encoder whose out_dim matches the face features"
+        )
+    target_index = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
+    if target_index.shape != (len(query_vectors),) or target_index.is_floating_point():
+        raise ValueError(
+            f"targets must be {len(query_vectors)} integer gallery indices (one per query), "
+            f"got shape {tuple(target_index.shape)} of {target_index.dtype}"
+        )
+    target_index = target_index.to(device=device, dtype=torch.long)
+    gallery_size = len(gallery_vectors)
+    if len(target_index) and (target_index.min() < 0 or target_index.max() >= gallery_size):
+        raise ValueError(f"targets must index the gallery, i.e. lie in [0, {gallery_size}); got an index outside")
+
+    copies_of = _TargetCopies(gallery_vectors)
+    ranks = torch.empty(len(query_vectors), dtype=torch.long, device=device)
+    for start in range(0, len(query_vectors), block_size):
+        block = query_vectors[start : start + block_size]
+        block_targets = target_index[start : start + block_size]
+        target_similarity = (block * gallery_vectors[block_targets]).sum(dim=1, keepdim=True)
+        copy_rows, copy_columns = copies_of(block_targets)
+        better = torch.zeros(len(block), dtype=torch.long, device=device)
+        for chunk_start in range(0, gallery_size, gallery_chunk):
+            similarity = block @ gallery_vectors[chunk_start : chunk_start + gallery_chunk].T
+            in_chunk = (copy_columns >= chunk_start) & (copy_columns < chunk_start + len(similarity.T))
+            # the target's copies tie with it; their matmul value may differ from target_similarity by rounding
+            similarity[copy_rows[in_chunk], copy_columns[in_chunk] - chunk_start] = -torch.inf
+            better += (similarity > target_similarity).sum(dim=1)
+        ranks[start : start + len(block)] = better + 1
+    return ranks.cpu().numpy()
+
+
+def recall_from_ranks(ranks, gallery_size: int, ks: Sequence[int] = RANKS) -> dict[int, float]:
+    """Fraction of queries whose rank is <= K, for each K (K beyond the gallery size counts as N)."""
+    ranks = np.asarray(ranks)
+    if any(int(k) < 1 for k in ks):
+        raise ValueError(f"every K must be >= 1, got {list(ks)}")
+    return {int(k): float(np.mean(ranks <= min(int(k), gallery_size))) for k in ks}
+
+
+def recall_at_k(
+    queries,
+    gallery,
+    targets,
+    ks: Sequence[int] = RANKS,
+    block_size: int = 1024,
+    gallery_chunk: int = 8192,
+    device: str | torch.device | None = None,
+) -> dict[int, float]:
+    """{K: recall at K}: the fraction of queries whose true gallery item ranks in the top K."""
+    ranks = target_ranks(queries, gallery, targets, block_size, gallery_chunk, device)
+    return recall_from_ranks(ranks, len(gallery), ks)
+
+
+def chance_recall(k: int, n: int) -> float:
+    """Recall at K of a random ranking of n gallery items: min(k, n) / n."""
+    if k < 1 or n < 1:
+        raise ValueError(f"need k >= 1 and n >= 1, got k={k}, n={n}")
+    return min(k, n) / n
+
+
+def recall_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a recall of ``hits`` / ``n``.
+
+    Wilson, not the normal approximation: it stays inside [0, 1] and is sensible at 0 or n hits,
+    which small test splits (a few hundred clips) and R@1 often give.
+    """
+    if n < 1 or not 0 <= hits <= n:
+        raise ValueError(f"need n >= 1 and 0 <= hits <= n, got hits={hits}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half_width = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if hits == 0 else max(0.0, float(centre - half_width))  # exact ends, not 1e-17 rounding
+    hi = 1.0 if hits == n else min(1.0, float(centre + half_width))
+    return lo, hi
+
+
+def recall_table(ranks, gallery_size: int, ks: Sequence[int] = RANKS, confidence: float = 0.95) -> list[dict]:
+    """Rows {k, recall, lo, hi, chance, hits, queries} for reports, from ``target_ranks`` output."""
+    ranks = np.asarray(ranks)
+    rows = []
+    for k, recall in recall_from_ranks(ranks, gallery_size, ks).items():
+        hits = int(np.sum(ranks <= min(k, gallery_size)))
+        lo, hi = recall_interval(hits, len(ranks), confidence)
+        rows.append(
+            {"k": k, "recall": recall, "lo": lo, "hi": hi, "chance": chance_recall(k, gallery_size),
+             "hits": hits, "queries": len(ranks)}
+        )  # fmt: skip
+    return rows
