@@ -1,5 +1,7 @@
 """Shared pytest fixtures: real servers and a real Ray instance, started once per test session."""
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test clusters: no token auth
@@ -25,3 +27,19 @@ def ray_session():
     ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    directory: Path
+    manifest: dict
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Corpus:
+    """A small demo corpus (6 speakers, 2 of them test-only), with short and distractor segments."""
+    from speech2face.synth.corpus import CorpusConfig, generate_corpus
+
+    directory = tmp_path_factory.mktemp("small_corpus")
+    config = CorpusConfig(speakers=6, clips_per_speaker=2, test_speakers=2)
+    return Corpus(directory, generate_corpus(directory, config, log=lambda message: None))

@@ -1,0 +1,285 @@
+"""AVSpeech CSV -> download -> audio + frames -> face -> spectrogram + face feature -> Parquet.
+
+    ray job submit --working-dir . -- python -m pipelines.preprocess \\
+        --csv avspeech_train.csv --out s3://bucket/s2f/v1 --vggface-weights s3://bucket/vgg16.h5
+
+Output at --out (a local dir or s3://bucket/prefix): clips/ (Parquet shards), failures/ (Parquet)
+and manifest.json. Rerunning with the same --out resumes: clips already written are skipped, and
+so are failed clips unless --retry-failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines import stages
+from speech2face import __version__, storage
+from speech2face.avspeech import PARSE_STAGE, parse_csv
+from speech2face.download import DEFAULT_URL_TEMPLATE, DownloadConfig
+from speech2face.faces import MAX_DISTANCE
+
+RANDOM_WEIGHTS = "random"
+
+
+@dataclass
+class PreprocessConfig:
+    csv: str
+    out: str
+    url_template: str = DEFAULT_URL_TEMPLATE
+    face_embedder: str = "vggface"
+    vggface_weights: str | None = None
+    split_by: str = "ytid"
+    val_fraction: float = 0.1
+    split_name: str | None = None
+    limit: int | None = None
+    retry_failures: bool = False
+    download_concurrency: int | None = None
+    cpu_actors: int | None = None
+    gpu_actors: int | None = None
+    gpus_per_actor: float = 1.0
+    cpus_per_actor: float = 1.0
+    batch_size: int = 16
+    frames_per_clip: int = 3
+    face_model: str = "hog"
+    max_face_distance: float = MAX_DISTANCE
+    socket_timeout_s: float = 20.0
+    download_retries: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.preprocess",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--csv", required=True, help="AVSpeech CSV (no header: ytid,start,end,x,y); local or s3://")
+    p.add_argument("--out", required=True, help="output: a local directory or s3://bucket/prefix")
+    p.add_argument("--url-template", default=DEFAULT_URL_TEMPLATE,
+                   help="video URL with {ytid}; tests and the demo use http://127.0.0.1:PORT/{ytid}.mp4")
+    p.add_argument("--face-embedder", choices=["vggface", "dlib"], default="vggface",
+                   help="vggface: the paper's 4096-D fc7 (needs --vggface-weights); dlib: 128-D, real shipped weights")
+    p.add_argument("--vggface-weights", metavar="PATH_OR_URI|random",
+                   help="keras-vggface rcmalli_vggface_tf_vgg16.h5 (local or s3://); 'random' = deterministic "
+                        "random weights, a stand-in for tests and demos, recorded as such in the manifest")
+    p.add_argument("--split-by", choices=["ytid", "clip"], default="ytid",
+                   help="hash key for the train/val split; ytid keeps all segments of a video in one split")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of keys that go to 'val'")
+    p.add_argument("--split-name", help="put every row in this split instead (e.g. 'test' for AVSpeech's test CSV)")
+    p.add_argument("--limit", type=int, help="process only the first N rows of the CSV")
+    p.add_argument("--retry-failures", action="store_true", help="retry clips that failed in an earlier run")
+    p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
+    p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
+    p.add_argument("--gpu-actors", type=int, help="feature actors (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs per feature actor when GPUs exist")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved by each actor")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per feature-stage batch")
+    p.add_argument("--frames-per-clip", type=int, default=3, help="frames sampled per clip for the face")
+    p.add_argument("--face-model", choices=["hog", "cnn"], default="hog", help="dlib face detector")
+    p.add_argument("--max-face-distance", type=float, default=MAX_DISTANCE,
+                   help="reject a clip whose nearest face centre is farther than this from (x, y), in frame fractions")
+    p.add_argument("--socket-timeout", dest="socket_timeout_s", type=float, default=20.0,
+                   help="seconds without data before a download attempt fails")
+    p.add_argument("--download-retries", type=int, default=2, help="retries per download, with backoff")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
+    args = build_parser().parse_args(argv)
+    config = PreprocessConfig(**vars(args))
+    if config.face_embedder == "vggface" and not config.vggface_weights:
+        build_parser().error(
+            "--face-embedder vggface needs --vggface-weights PATH_OR_URI (keras-vggface's rcmalli_vggface_tf_vgg16.h5). "
+            "No package ships VGG-Face weights; for a test or demo pass --vggface-weights random, or use --face-embedder dlib."
+        )
+    return config
+
+
+def _read_ids(uri: str, columns: list[str]) -> pd.DataFrame:
+    """The given columns of every Parquet file below ``uri``; unreadable files (a killed write) are deleted."""
+    frames = []
+    for file_uri in storage.list_files(uri, suffix=".parquet"):
+        try:
+            frames.append(pq.read_table(io.BytesIO(storage.read_bytes(file_uri)), columns=columns).to_pandas())
+        except Exception as error:  # noqa: BLE001 - a half-written shard from a killed run
+            print(f"[preprocess] removing unreadable shard {file_uri}: {error}", file=sys.stderr)
+            storage.delete(file_uri)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def embedder_record(config: PreprocessConfig) -> dict:
+    if config.face_embedder == "dlib":
+        from speech2face.embedders import DlibFace
+
+        face = DlibFace()
+        return {"name": face.name, "dim": face.dim, "weights_sha256": face.weights_id, "has_classifier": False}
+    if config.vggface_weights == RANDOM_WEIGHTS:
+        sha = RANDOM_WEIGHTS
+    else:
+        from speech2face.hashing import sha256_file
+
+        with storage.local_copy(config.vggface_weights) as path:
+            sha = sha256_file(path)
+    return {"name": "vggface", "dim": 4096, "weights_sha256": sha, "has_classifier": True,
+            "weights": config.vggface_weights}  # fmt: skip
+
+
+def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
+    """Rows still to do: not yet in clips/, and not in failures/ unless retrying (then those are cleared)."""
+    done = set(_read_ids(clips_uri, ["clip_id"])["clip_id"])
+    failed = _read_ids(failures_uri, ["clip_id", "stage"])
+    stage_failed = set(failed.loc[failed["stage"] != PARSE_STAGE, "clip_id"])
+    if config.retry_failures:
+        for file_uri in storage.list_files(failures_uri, suffix=".parquet"):
+            if not file_uri.rsplit("/", 1)[-1].startswith(f"{PARSE_STAGE}-"):
+                storage.delete(file_uri)
+        stage_failed = set()
+    todo = [s.as_row() for s in segments if s.clip_id not in done and s.clip_id not in stage_failed]
+    print(f"[preprocess] {len(segments)} valid rows: {len(done)} already in clips/, "
+          f"{len(stage_failed)} failed earlier (skipped), {len(todo)} to process")  # fmt: skip
+    frame = pd.DataFrame(todo, columns=["clip_id", "ytid", "start", "end", "x", "y", "split"])
+    return frame.assign(stage="", error="")
+
+
+def run(config: PreprocessConfig) -> dict:
+    import ray
+
+    started = time.time()
+    clips_uri, failures_uri = storage.join(config.out, "clips"), storage.join(config.out, "failures")
+    storage.makedirs(config.out)
+    embedder = embedder_record(config)
+    manifest_uri = storage.join(config.out, "manifest.json")
+    if storage.exists(manifest_uri):
+        previous = storage.read_json(manifest_uri)["embedder"]
+        if (previous["name"], previous["weights_sha256"]) != (embedder["name"], embedder["weights_sha256"]):
+            raise SystemExit(f"{config.out} already holds clips embedded by {previous['name']} "
+                             f"({previous['weights_sha256'][:12]}); use a new --out for {embedder['name']}.")  # fmt: skip
+
+    text = storage.read_bytes(config.csv).decode("utf-8", errors="replace")
+    lines = text.splitlines()[: config.limit] if config.limit else text.splitlines()
+    segments, parse_failures = parse_csv("\n".join(lines), config.val_fraction, config.split_name, config.split_by)
+    # Parse failures are recomputed from the CSV on every run, so one file per CSV keeps them exact.
+    csv_key = hashlib.sha256(f"{config.csv}|{config.limit}".encode()).hexdigest()[:16]
+    storage.write_bytes(storage.join(failures_uri, f"{PARSE_STAGE}-{csv_key}.parquet"),
+                        stages.parquet_bytes(stages.failures_table(parse_failures)))  # fmt: skip
+    todo = plan(config, segments, clips_uri, failures_uri)
+
+    if len(todo):
+        ray.init(ignore_reinit_error=True)
+        dataset = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources())
+        filesystem, clips_path = storage.resolve(clips_uri)
+        dataset.write_parquet(clips_path, filesystem=filesystem)
+
+    summary = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo))
+    storage.write_json(manifest_uri, summary)
+    print_summary(summary)
+    return summary
+
+
+def resource_defaults(config: PreprocessConfig, resources: dict) -> dict:
+    cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+    per_actor = config.cpus_per_actor
+    return {
+        "download": config.download_concurrency or max(1, int(2 * cpus)),
+        "face": config.cpu_actors or max(1, int(cpus / per_actor / 2)),
+        "feature": config.gpu_actors or (max(1, int(gpus / config.gpus_per_actor)) if gpus else 1),
+        "gpus": config.gpus_per_actor if gpus else 0.0,
+    }
+
+
+def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: str, embedder: dict, resources: dict):
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    sizes = resource_defaults(config, resources)
+    print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU -> "
+          f"{sizes['download']} downloads, {sizes['face']} face actors, {sizes['feature']} feature actors "
+          f"({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each)")  # fmt: skip
+    download = DownloadConfig(url_template=config.url_template, socket_timeout_s=config.socket_timeout_s,
+                              retries=config.download_retries)  # fmt: skip
+    # Small blocks keep every stage busy and the stream moving (one block per few clips).
+    dataset = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, math.ceil(len(todo) / 2)))
+    light = min(0.25, config.cpus_per_actor)  # downloads wait on the network, not the CPU
+    dataset = dataset.map_batches(
+        stages.DownloadStage, fn_constructor_args=(download,), batch_size=1, batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=1, max_size=sizes["download"]), num_cpus=light,
+    ).map_batches(
+        stages.DecodeStage, fn_constructor_args=(config.frames_per_clip,), batch_size=1, batch_format="pandas",
+        compute=ActorPoolStrategy(min_size=1, max_size=sizes["face"]), num_cpus=config.cpus_per_actor,
+    ).map_batches(
+        stages.FaceStage, fn_constructor_args=(config.face_model, config.max_face_distance), batch_size=1,
+        batch_format="pandas", compute=ActorPoolStrategy(min_size=1, max_size=sizes["face"]),
+        num_cpus=config.cpus_per_actor,
+    ).map_batches(
+        stages.divert_failures, fn_kwargs={"failures_uri": failures_uri}, batch_format="pandas", num_cpus=light,
+    ).map_batches(
+        stages.FeatureStage, batch_size=config.batch_size, batch_format="pandas",
+        fn_constructor_args=(embedder["name"], None if config.vggface_weights == RANDOM_WEIGHTS
+                             else config.vggface_weights, config.vggface_weights == RANDOM_WEIGHTS, failures_uri),
+        compute=ActorPoolStrategy(size=sizes["feature"]), num_gpus=sizes["gpus"], num_cpus=config.cpus_per_actor,
+    )  # fmt: skip
+    return dataset
+
+
+def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embedder: dict,
+              wall_s: float, processed: int) -> dict:  # fmt: skip
+    import ray
+    import torch
+    import yt_dlp
+
+    clips = _read_ids(clips_uri, ["clip_id", "split", "cpu_s"])
+    failures = _read_ids(failures_uri, ["clip_id", "stage", "error"])
+    cpu = pd.DataFrame(list(clips["cpu_s"])) if len(clips) else pd.DataFrame(columns=list(stages.CPU_STAGES))
+    return {
+        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "versions": {"speech2face": __version__, "python": platform.python_version(), "ray": ray.__version__,
+                     "torch": torch.__version__, "yt_dlp": yt_dlp.version.__version__},
+        "embedder": embedder,
+        "counts": {
+            "clips": len(clips),
+            "failures": len(failures),
+            "per_split": clips["split"].value_counts().sort_index().to_dict() if len(clips) else {},
+            "failures_per_stage": failures["stage"].value_counts().sort_index().to_dict() if len(failures) else {},
+        },
+        "cpu_s_per_clip": {stage: float(cpu[stage].mean()) if len(cpu) else None for stage in stages.CPU_STAGES},
+        "processed_this_run": processed,
+        "wall_time_s": round(wall_s, 2),
+    }
+
+
+def print_summary(summary: dict) -> None:
+    counts = summary["counts"]
+    total = counts["clips"] + counts["failures"]
+    print("\n=== preprocess summary ===")
+    print(f"clips      {counts['clips']:>8}   ({100 * counts['clips'] / max(total, 1):.1f} % of {total} rows)")
+    for split, n in counts["per_split"].items():
+        print(f"  {split:<9}{n:>8}")
+    print(f"failures   {counts['failures']:>8}")
+    for stage, n in counts["failures_per_stage"].items():
+        print(f"  {stage:<9}{n:>8}")
+    cpu = summary["cpu_s_per_clip"]
+    if cpu["download"] is not None:
+        per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
+        print(f"CPU s/clip {sum(cpu.values()):.3f}  ({per_stage})")
+    print(f"wall time  {summary['wall_time_s']:.1f} s   ({summary['processed_this_run']} rows processed this run)")
+    print(f"embedder   {summary['embedder']['name']} weights {summary['embedder']['weights_sha256'][:16]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The stages of preprocessing, as Ray Data batch UDFs around core functions.
+
+Rows carry ``stage`` and ``error`` columns. A stage works on rows whose ``error`` is empty and turns
+any exception into a failure (``stage`` = its name, ``error`` = the message): one bad clip never
+kills the job, and no row is dropped. ``FailureSink`` writes failures out before the feature stage,
+so that stage sees only good rows and can return fixed-shape tensor columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import resource
+import time
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from speech2face import audio, faces, storage, video
+from speech2face.avspeech import failure_row
+from speech2face.download import DownloadConfig, download_segment
+from speech2face.embedders import make_embedder
+
+CPU_STAGES = ("download", "decode", "face", "feature")  # per-clip CPU seconds are recorded for these
+FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error"]
+JPEG_QUALITY = 95
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished subprocesses (ffmpeg, yt-dlp's ffmpeg)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _per_row(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict]) -> pd.DataFrame:
+    """Apply ``fn`` to each good row; its dict of new columns is merged, an exception marks a failure.
+
+    The row's CPU seconds in this stage are added to its ``cpu_<stage>_s`` column.
+    """
+    rows = batch.to_dict("records")
+    for row in rows:
+        if row["error"]:
+            continue
+        started = cpu_seconds()
+        try:
+            row.update(fn(row))
+        except Exception as error:  # noqa: BLE001 - any per-clip error becomes a failure row
+            row["stage"], row["error"] = stage, f"{type(error).__name__}: {error}"[:2000]
+        row[f"cpu_{stage}_s"] = cpu_seconds() - started
+    return pd.DataFrame(rows)
+
+
+class DownloadStage:
+    """yt-dlp fetches only the segment; the file's bytes travel on, so later stages may run anywhere."""
+
+    def __init__(self, config: DownloadConfig):
+        self.config = config
+
+    def _download(self, row: dict) -> dict:
+        with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
+            path = download_segment(row["ytid"], row["start"], row["end"], tmp, self.config)
+            return {"video": path.read_bytes()}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return _per_row(batch, "download", self._download)
+
+
+def _with_video_file(data: bytes, clip_id: str, fn):
+    with tempfile.NamedTemporaryFile(prefix=f"{clip_id}-", suffix=".mp4") as file:
+        file.write(data)
+        file.flush()
+        return fn(file.name)
+
+
+def _encode_frames(frames: list[tuple[float, np.ndarray]]) -> tuple[bytes, list[float]]:
+    buffer = io.BytesIO()
+    np.save(buffer, np.stack([frame for _, frame in frames]), allow_pickle=False)
+    return buffer.getvalue(), [float(time) for time, _ in frames]
+
+
+def _decode_frames(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class DecodeStage:
+    """ffmpeg: 6 s of 16 kHz mono audio (looped when shorter) and a few frames of the segment."""
+
+    def __init__(self, frames_per_clip: int = 3):
+        self.frames_per_clip = frames_per_clip
+
+    def _decode(self, row: dict) -> dict:
+        def decode(path: str) -> dict:
+            wave, seconds = audio.load_audio_with_duration(path)
+            frames, times = _encode_frames(video.sample_frames(path, count=self.frames_per_clip))
+            return {"waveform": audio.waveform_to_int16(wave).tobytes(), "duration_s": seconds,
+                    "frames": frames, "frame_times": times}  # fmt: skip
+
+        return _with_video_file(row.pop("video"), row["clip_id"], decode)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out = _per_row(batch, "decode", self._decode)
+        return out.drop(columns=["video"], errors="ignore")
+
+
+class FaceStage:
+    """dlib finds the face nearest the AVSpeech (x, y) in the sampled frames; keeps the best crop."""
+
+    def __init__(self, model: str = "hog", max_distance: float = faces.MAX_DISTANCE):
+        self.model, self.max_distance = model, max_distance
+        faces.face_recognition_module()  # load dlib's models once per actor
+
+    def _face(self, row: dict) -> dict:
+        frames = _decode_frames(row.pop("frames"))
+        crop = faces.best_face(zip(row["frame_times"], frames), row["x"], row["y"], self.max_distance, self.model)
+        jpeg = io.BytesIO()
+        Image.fromarray(crop.image).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
+        return {"face_jpeg": jpeg.getvalue(), "face_box": crop.box.as_list(), "frame_time": crop.frame_time}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        out = _per_row(batch, "face", self._face)
+        return out.drop(columns=["frames", "frame_times"], errors="ignore")
+
+
+def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> None:
+    """One small Parquet file per call; the unique name means concurrent writers never collide."""
+    if not rows:
+        return
+    table = failures_table(rows)
+    storage.write_bytes(storage.join(failures_uri, f"{name_prefix}-{uuid.uuid4().hex}.parquet"), parquet_bytes(table))
+
+
+def failures_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{c: row[c] for c in FAILURE_COLUMNS} for row in rows], schema=FAILURE_SCHEMA)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()),
+                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string())])  # fmt: skip
+
+
+def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:
+    """Writes the failure rows of a batch to ``failures/`` and passes the good rows on."""
+    failed = batch["error"] != ""
+    write_failures(batch[failed].to_dict("records"), failures_uri, "stages")
+    return batch[~failed].reset_index(drop=True)
+
+
+def clip_schema(feature_dim: int) -> pa.Schema:
+    """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type."""
+    return pa.schema([
+        ("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
+        ("x", pa.float64()), ("y", pa.float64()), ("split", pa.string()),
+        ("waveform", pa.fixed_shape_tensor(pa.int16(), [audio.NUM_SAMPLES])),
+        ("spectrogram", pa.fixed_shape_tensor(pa.float16(), [audio.NUM_FRAMES, audio.NUM_BINS, 2])),
+        ("face_jpeg", pa.binary()), ("face_box", pa.list_(pa.int32(), 4)), ("frame_time", pa.float64()),
+        ("face_feature", pa.fixed_shape_tensor(pa.float32(), [feature_dim])),
+        ("embedder", pa.string()), ("duration_s", pa.float64()),
+        ("cpu_s", pa.struct([(stage, pa.float64()) for stage in CPU_STAGES])),
+    ])  # fmt: skip
+
+
+def _tensor_column(array: np.ndarray) -> pa.Array:
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(array))
+
+
+class FeatureStage:
+    """The GPU-capable stage: spectrograms and face features for a batch, models loaded once per actor.
+
+    The same code runs on CUDA when Ray gave the actor a GPU, else on CPU.
+    """
+
+    def __init__(self, embedder: str, weights: str | None, allow_random: bool, failures_uri: str):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
+            self.embedder = make_embedder(embedder, weights=local_weights, allow_random=allow_random,
+                                          device=self.device)  # fmt: skip
+        self.failures_uri = failures_uri
+
+    def _features(self, rows: list[dict]) -> pa.Table:
+        started = cpu_seconds()
+        waves = np.stack([np.frombuffer(r["waveform"], dtype=np.int16) for r in rows])
+        wave_tensor = torch.from_numpy(audio.int16_to_waveform(waves)).to(self.device)
+        spectrograms = audio.spectrogram(wave_tensor).to(torch.float16).cpu().numpy()
+        crops = np.stack([np.asarray(Image.open(io.BytesIO(r["face_jpeg"])).convert("RGB")) for r in rows])
+        features = self.embedder.embed(crops).astype(np.float32)
+        columns = {name: [r[name] for r in rows] for name in ("clip_id", "ytid", "start", "end", "x", "y", "split")}
+        feature_cpu = (cpu_seconds() - started) / max(len(rows), 1)
+        cpu = [{stage: float(r.get(f"cpu_{stage}_s", 0.0)) for stage in CPU_STAGES[:-1]} | {"feature": feature_cpu}
+               for r in rows]  # fmt: skip
+        return pa.table({
+            **columns,
+            "waveform": _tensor_column(waves),
+            "spectrogram": _tensor_column(spectrograms),
+            "face_jpeg": pa.array([r["face_jpeg"] for r in rows], pa.binary()),
+            "face_box": pa.array([list(map(int, r["face_box"])) for r in rows], pa.list_(pa.int32(), 4)),
+            "frame_time": pa.array([float(r["frame_time"]) for r in rows], pa.float64()),
+            "face_feature": _tensor_column(features),
+            "embedder": pa.array([self.embedder.name] * len(rows), pa.string()),
+            "duration_s": pa.array([float(r["duration_s"]) for r in rows], pa.float64()),
+            "cpu_s": cpu,
+        }, schema=clip_schema(self.embedder.dim))  # fmt: skip
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        rows = batch.to_dict("records")
+        try:
+            return self._features(rows)
+        except Exception:  # noqa: BLE001 - find the clip(s) at fault, keep the rest
+            good, bad = [], []
+            for row in rows:
+                try:
+                    good.append(self._features([row]))
+                except Exception as error:  # noqa: BLE001
+                    row["stage"], row["error"] = "feature", f"{type(error).__name__}: {error}"[:2000]
+                    bad.append(row)
+            write_failures(bad, self.failures_uri, "feature")
+            return pa.concat_tables(good) if good else clip_schema(self.embedder.dim).empty_table()
