@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failures", action="store_true", help="retry clips that failed in an earlier run")
     p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
     p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
-    p.add_argument("--gpu-actors", type=int, help="feature actors (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--gpu-actors", type=int,
+                   help="feature actors; set it to ask for GPUs even before the autoscaler has started a GPU node "
+                        "(default: one per GPU in the cluster now, or 1 CPU actor when it has none)")
     p.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs per feature actor when GPUs exist")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved by each actor")
     p.add_argument("--batch-size", type=int, default=16, help="clips per feature-stage batch")
@@ -187,13 +189,19 @@ def run(config: PreprocessConfig) -> dict:
 
 
 def resource_defaults(config: PreprocessConfig, resources: dict) -> dict:
+    """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now.
+
+    An explicit ``--gpu-actors`` always asks for GPUs, so an autoscaling cluster that starts with
+    no GPU node gets one; without it, a cluster with no GPUs runs the feature stage on CPU.
+    """
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     per_actor = config.cpus_per_actor
+    use_gpus = bool(config.gpu_actors) or gpus > 0
     return {
-        "download": config.download_concurrency or max(1, int(2 * cpus)),
+        "download": config.download_concurrency or max(2, int(2 * cpus)),
         "face": config.cpu_actors or max(1, int(cpus / per_actor / 2)),
         "feature": config.gpu_actors or (max(1, int(gpus / config.gpus_per_actor)) if gpus else 1),
-        "gpus": config.gpus_per_actor if gpus else 0.0,
+        "gpus": config.gpus_per_actor if use_gpus else 0.0,
     }
 
 
