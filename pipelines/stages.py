@@ -119,7 +119,11 @@ class FaceStage:
 
     def _face(self, row: dict) -> dict:
         frames = _decode_frames(row.pop("frames"))
-        crop = faces.best_face(zip(row["frame_times"], frames), row["x"], row["y"], self.max_distance, self.model)
+        samples = list(zip(row["frame_times"], frames))
+        try:  # without upsampling dlib finds faces of ~80 px and up at a third of the CPU ...
+            crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=0)
+        except faces.FaceError:  # ... and upsampling once finds the smaller ones
+            crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=1)
         jpeg = io.BytesIO()
         Image.fromarray(crop.image).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
         return {"face_jpeg": jpeg.getvalue(), "face_box": crop.box.as_list(), "frame_time": crop.frame_time}

@@ -158,6 +158,7 @@ def best_face(
     model: str = "hog",
     margin: float = CROP_MARGIN,
     size: int = CROP_SIZE,
+    upsample: int = 1,
 ) -> FaceCrop:
     """The speaker's face over several ``(time, frame)`` samples, cropped.
 
@@ -171,7 +172,7 @@ def best_face(
     for time, frame in frames:
         frames_tried += 1
         try:
-            box, distance = choose_face(detect_faces(frame, model=model), frame.shape, x, y, max_distance)
+            box, distance = choose_face(detect_faces(frame, model, upsample), frame.shape, x, y, max_distance)
         except FaceError:
             continue
         candidates.append((distance, box, time, frame))

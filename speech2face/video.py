@@ -96,4 +96,31 @@ def sample_frames(
     if duration <= 0:
         raise VideoError(f"nothing to sample: start={start} s is at or past the end of {path} ({file_duration} s)")
     times = [start + duration * (i + 0.5) / count for i in range(count)]
-    return [(time, read_frame(path, time, width, height, timeout)) for time in times]
+    return list(zip(times, read_frames(path, times, width, height, timeout)))
+
+
+def read_frames(
+    path: str, times: list[float], width: int, height: int, timeout: float = FFMPEG_TIMEOUT_S
+) -> list[np.ndarray]:
+    """The frames shown at each of ``times``, decoded by ONE ffmpeg process (each start costs ~0.06 CPU-s).
+
+    Every time is its own input, seeked like :func:`read_frame`; the first frame of each is kept and
+    the frames are concatenated into one raw RGB stream.
+    """
+    inputs, chains = [], []
+    for i, time in enumerate(times):
+        inputs += ["-ss", f"{time:.6f}", "-i", path]
+        chains.append(f"[{i}:v:0]trim=end_frame=1,setpts=PTS-STARTPTS[f{i}]")
+    graph = ";".join(chains) + ";" + "".join(f"[f{i}]" for i in range(len(times))) + f"concat=n={len(times)}:v=1:a=0[out]"
+    raw = _run(
+        ["ffmpeg", "-nostdin", "-v", "error", *inputs, "-filter_complex", graph, "-map", "[out]",
+         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        path, timeout,
+    )  # fmt: skip
+    frame_bytes = width * height * 3
+    if len(raw) != frame_bytes * len(times):
+        raise VideoError(
+            f"ffmpeg decoded {len(raw) / frame_bytes:.2f} of {len(times)} {width}x{height} frames at t={times} s of "
+            f"{path}; the file may be truncated or a time past its end"
+        )
+    return list(np.frombuffer(raw, dtype=np.uint8).reshape(len(times), height, width, 3))

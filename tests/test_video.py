@@ -105,7 +105,7 @@ def test_undecodable_file(videos):
 
 
 @pytest.mark.parametrize(
-    ("name", "message"), [("silent", "ffprobe cannot read"), ("faststart", "^ffmpeg cannot read.*partial file")]
+    ("name", "message"), [("silent", "ffprobe cannot read"), ("faststart", "partial file|truncated")]
 )
 def test_truncated_file(videos, tmp_path, name, message):
     data = videos[name].read_bytes()
