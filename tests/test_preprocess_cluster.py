@@ -60,7 +60,7 @@ def test_killed_job_resumes_without_duplicates_or_losses(small_corpus, ray_sessi
         job = subprocess.Popen(preprocess_command(csv, out, base_url), cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 300
-        while not storage.list_files(storage.join(out, "clips"), suffix=".parquet"):
+        while not readable_clip_ids(out):
             assert job.poll() is None and time.monotonic() < deadline, "the job ended before writing any clip"
             time.sleep(0.2)
         os.killpg(job.pid, signal.SIGKILL)

@@ -11,7 +11,7 @@ import tf_keras
 import torch
 from PIL import Image
 
-from keras_vggface_compat import build_reference_vggface, preprocess_input
+from tests.keras_vggface_compat import build_reference_vggface, preprocess_input
 from speech2face.embedders import make_embedder
 from speech2face.vggface import (
     NUM_PARAMETERS,
