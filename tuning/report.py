@@ -1,0 +1,111 @@
+"""What a sweep leaves for a person: trials.csv, best_config.json and sweep.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shlex
+
+from speech2face import storage
+from tuning.space import FLAGS, LOG_SCALE, train_flags
+
+
+def trial_rows(results, args) -> list[dict]:
+    """One row per trial: id, params, final and best metric, epochs run, status."""
+    rows = []
+    for result in results:
+        history = result.metrics_dataframe
+        values = list(history[args.metric]) if history is not None and args.metric in history else []
+        best = (max if args.mode == "max" else min)(values) if values else math.nan
+        epochs = int(history["epoch"].max()) if history is not None and "epoch" in history else 0
+        status = "ERROR" if result.error else ("STOPPED_EARLY" if epochs < args.epochs else "TERMINATED")
+        row = {"trial_id": (result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]}
+        row.update({name: result.config.get(name) for name in FLAGS if name in result.config})
+        row.update({f"{args.metric}_final": values[-1] if values else math.nan, f"{args.metric}_best": best,
+                    "epochs": epochs, "status": status})  # fmt: skip
+        row["curve"] = values
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def best_row(rows: list[dict], args) -> dict | None:
+    scored = [r for r in rows if math.isfinite(r[f"{args.metric}_best"])]
+    if not scored:
+        return None
+    pick = max if args.mode == "max" else min
+    return pick(scored, key=lambda r: r[f"{args.metric}_best"])
+
+
+def trials_csv(rows: list[dict]) -> bytes:
+    text = io.StringIO()
+    columns = [c for c in rows[0] if c != "curve"] if rows else ["trial_id"]
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue().encode()
+
+
+def best_config(best: dict, args) -> dict:
+    params = {name: best[name] for name in FLAGS if name in best}
+    command = ["python", "-m", "trainer.train", "--data", args.data, "--storage", args.storage,
+               "--name", f"{args.name}-best", "--preset", args.preset, "--epochs", str(args.epochs),
+               "--batch-size", str(args.batch_size), "--num-workers", str(args.workers_per_trial),
+               "--seed", str(args.seed), *train_flags(params)]  # fmt: skip
+    if args.use_gpu:
+        command.append("--use-gpu")
+    if args.vggface_weights and params.get("loss_distill"):
+        command += ["--vggface-weights", args.vggface_weights]
+    return {"metric": args.metric, "mode": args.mode, "value": best[f"{args.metric}_best"],
+            "trial_id": best["trial_id"], "params": params, "train_args": command[3:],
+            "command": shlex.join(command)}  # fmt: skip
+
+
+def sweep_png(rows: list[dict], args) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = [name for name in FLAGS if any(isinstance(r.get(name), (int, float)) for r in rows)
+              and len({r.get(name) for r in rows}) > 1]  # fmt: skip
+    figure, axes = plt.subplots(1, len(params) + 1, figsize=(3.6 * (len(params) + 1), 3.4), squeeze=False)
+    colours = {"TERMINATED": "tab:blue", "STOPPED_EARLY": "tab:orange", "ERROR": "tab:red"}
+    metric = f"{args.metric}_best"
+    for axis, name in zip(axes[0], params):
+        for status, colour in colours.items():
+            points = [(r[name], r[metric]) for r in rows if r["status"] == status and math.isfinite(r[metric])]
+            if points:
+                axis.scatter(*zip(*points), color=colour, label=status.lower().replace("_", " "))
+        axis.set_xscale("log" if name in LOG_SCALE else "linear")
+        axis.set_xlabel(name)
+        axis.set_ylabel(f"best {args.metric}")
+    curves = axes[0][-1]
+    for row in rows:
+        if row["curve"]:
+            curves.plot(range(1, len(row["curve"]) + 1), row["curve"], marker="o", color=colours[row["status"]], alpha=0.7)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel(args.metric)
+    curves.set_title("per-epoch curves")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(f"sweep {args.name}: {len(rows)} trials")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_reports(results, args) -> dict | None:
+    """Writes the three files into <storage>/<name>/ and returns best_config (None if no trial scored)."""
+    rows = trial_rows(results, args)
+    out = storage.join(args.storage, args.name)
+    storage.write_bytes(storage.join(out, "trials.csv"), trials_csv(rows))
+    storage.write_bytes(storage.join(out, "sweep.png"), sweep_png(rows, args))
+    best = best_row(rows, args)
+    if best is None:
+        return None
+    config = best_config(best, args)
+    storage.write_json(storage.join(out, "best_config.json"), config)
+    print(trials_csv(rows).decode())
+    return config
