@@ -136,4 +136,16 @@ class VoiceEncoder(nn.Module):
         x = self.convs(x)
         x = x.mean(dim=2, keepdim=True)  # average over all time, whatever T is
         x = self.pooled_norm(torch.relu(x))
-        return self.head(torch.flatten(x, 1))  # flatten copies if needed (channels_last), unlike .view
+        x = torch.flatten(x, 1)  # flatten copies if needed (channels_last), unlike .view
+        if not _autocast_is_on(x.device):
+            return self.head(x)
+        # FC1 holds 120 M of the 148 M weights and is memory-bound at training batch sizes: casting its
+        # weight to bf16 and its gradient back each step costs more than an fp32 matmul (benchmarks/RESULTS.md).
+        first_fc, relu, last_fc = self.head
+        with torch.autocast(x.device.type, enabled=False):
+            x = relu(first_fc(x.float()))
+        return last_fc(x)
+
+
+def _autocast_is_on(device: torch.device) -> bool:
+    return device.type in ("cpu", "cuda") and torch.is_autocast_enabled(device.type)

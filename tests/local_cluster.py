@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,7 +30,8 @@ def free_port() -> int:
 
 
 def _node_ports() -> list[str]:
-    low = free_port()
+    # Worker ports below the ephemeral range, where free_port() picks the others: no overlap.
+    low = random.randrange(20000, 29000)
     return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
             "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),

@@ -1,0 +1,101 @@
+"""The fast path for training the voice encoder: mixed precision, memory format, fused Adam, compile.
+
+What pays was measured by benchmarks/train_step.py (figures in benchmarks/RESULTS.md):
+
+- **bf16 autocast** wherever the hardware multiplies bf16 natively: CUDA GPUs that support it, and
+  CPUs with AMX-BF16 or AVX512-BF16 (oneDNN then runs convolutions in bf16). On other CPUs oneDNN
+  emulates bf16 and it is slower than fp32, so the CPU stays in fp32 there.
+- **channels_last** weights: oneDNN and cuDNN both run NHWC convolutions without layout reorders.
+- **fused Adam** (``torch.optim.Adam(..., fused=True)``): one kernel over all 148 M parameters
+  instead of a dozen passes; about 4x faster than the default on CPU.
+- **torch.compile** is off unless asked for: it fuses BatchNorm/ReLU/max-pool, but compiling takes
+  minutes and it only pays over long runs (see RESULTS.md).
+
+    model, autocast = fast_path(VoiceEncoder("paper"), device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, **fast_adam_kwargs(device))
+    with autocast():
+        loss = ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ContextManager
+
+import torch
+from torch import nn
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True if this CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16) and oneDNN can use it."""
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return bool(native and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@dataclass(frozen=True)
+class FastPathChoice:
+    """What :func:`fast_path` does on a device, and why (``reason`` is for logs)."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full fp32
+    channels_last: bool
+    compile: bool
+    reason: str
+
+    def autocast(self) -> ContextManager:
+        """A fresh autocast context for one forward pass and loss (a no-op in fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def choose_fast_path(device: torch.device | str, amp: str = "auto", compile: bool = False) -> FastPathChoice:
+    """The fast-path settings for ``device``. ``amp``: "auto" (bf16 where native, else fp32), "bf16",
+    "fp16" (CUDA only) or "off"."""
+    device = torch.device(device)
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
+    if device.type == "cuda":
+        bf16_native, where = torch.cuda.is_bf16_supported(), "this GPU"
+    elif device.type == "cpu":
+        bf16_native, where = cpu_has_native_bf16(), "this CPU (no AMX-BF16/AVX512-BF16)"
+        if amp == "fp16":
+            raise ValueError("fp16 autocast needs a CUDA device; on CPU use amp='bf16' or 'off'")
+    else:
+        raise ValueError(f"fast path is for 'cpu' or 'cuda' devices, got {device}")
+    if amp == "auto":
+        amp_dtype = torch.bfloat16 if bf16_native else None
+        reason = "bf16 autocast: native bf16" if bf16_native else f"fp32: bf16 is emulated on {where}"
+    else:
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
+        reason = f"amp={amp} as asked"
+    return FastPathChoice(device, amp_dtype, channels_last=True, compile=compile, reason=reason)
+
+
+def fast_path(
+    model: nn.Module, device: torch.device | str, amp: str = "auto", compile: bool = False
+) -> tuple[nn.Module, Callable[[], ContextManager]]:
+    """Move ``model`` to ``device`` in the fast layout and return ``(model, autocast)``.
+
+    ``autocast()`` makes a fresh context to wrap each forward pass and loss. With ``compile=True`` the
+    returned model is ``torch.compile(model)`` (same parameters; save ``model._orig_mod`` or the
+    original module's state_dict). On CUDA it also turns on, process-wide, TF32 matmuls and
+    cuDNN's algorithm search (``torch.backends.cudnn.benchmark``).
+    """
+    choice = choose_fast_path(device, amp, compile)
+    model = model.to(choice.device, memory_format=torch.channels_last)
+    if choice.device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for any fp32 matmul left outside autocast
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
+    if choice.compile:
+        model = torch.compile(model)
+    return model, choice.autocast
+
+
+def fast_adam_kwargs(device: torch.device | str) -> dict:
+    """Extra ``torch.optim.Adam`` arguments for the fast path: the fused kernel (CPU and CUDA)."""
+    return {"fused": torch.device(device).type in ("cpu", "cuda")}

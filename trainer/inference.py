@@ -1,0 +1,84 @@
+"""Running a trained encoder outside Ray: batches of spectrograms in, face features out.
+
+Shared by trainer.evaluate and trainer.predict. Reads Parquet shard by shard, so a large split is
+never held in memory as spectrograms (only the small outputs and JPEG crops are kept).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from speech2face import storage
+from trainer.data import manifest_of, tensor_column
+
+
+class InputError(ValueError):
+    """Bad user input (paths, splits, mismatched data and model): the CLIs print it and exit with 2."""
+
+
+def check_same_embedder(model_meta: dict, data_uri: str) -> dict:
+    """The data's manifest; refuses face features from another embedder than the model was trained on."""
+    manifest = manifest_of(data_uri)
+    trained, data = model_meta.get("embedder") or {}, manifest["embedder"]
+    if (trained.get("name"), trained.get("weights_sha256")) != (data["name"], data["weights_sha256"]):
+        raise InputError(
+            f"the model was trained on {trained.get('name')} features "
+            f"(weights {str(trained.get('weights_sha256'))[:12]}) "
+            f"but {data_uri} holds {data['name']} features (weights {data['weights_sha256'][:12]}); "
+            "retrieval only makes sense in the same feature space: use data preprocessed with the same embedder"
+        )
+    return manifest
+
+
+@torch.no_grad()
+def embed(model, spectrograms, batch_size: int = 16) -> np.ndarray:
+    """(N, T, 257, 2) spectrograms (any float dtype) -> float32 (N, out_dim) predicted face features."""
+    device = next(model.parameters()).device
+    outputs = []
+    for start in range(0, len(spectrograms), batch_size):
+        batch = torch.from_numpy(np.array(spectrograms[start : start + batch_size], dtype=np.float32)).to(device)
+        outputs.append(model(batch).float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.empty((0, model.out_dim), np.float32)
+
+
+def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, batch_size: int = 16) -> dict:
+    """Columns of every row in ``split`` (None: all splits), sorted by clip_id, as numpy arrays.
+
+    With ``model``, the spectrograms are turned into ``prediction`` shard by shard and not kept.
+    """
+    wanted = list(dict.fromkeys(["clip_id", "split", *columns, *(["spectrogram"] if model is not None else [])]))
+    parts: list[pa.Table] = []
+    predictions: list[np.ndarray] = []
+    files = storage.list_files(storage.join(data_uri, "clips"), suffix=".parquet")
+    for file_uri in files:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)), columns=wanted)
+        if split is not None:
+            table = table.filter(pc.equal(table["split"], split))
+        if len(table) == 0:
+            continue
+        if model is not None:
+            predictions.append(embed(model, tensor_column(table, "spectrogram"), batch_size))
+            table = table.drop_columns(["spectrogram"])
+        parts.append(table)
+    if not parts:
+        raise InputError(
+            f"no {split or 'any'} clips in {data_uri} ({len(files)} Parquet files under clips/); "
+            "check --data/--gallery and --split (the test split comes from preprocessing with --split-name test)"
+        )
+    table = pa.concat_tables(parts)
+    order = np.argsort(np.array(table["clip_id"].to_pylist()), kind="stable")
+    rows = {}
+    for name in table.column_names:
+        if isinstance(table[name].type, pa.FixedShapeTensorType):
+            rows[name] = tensor_column(table, name)[order]
+        else:
+            rows[name] = np.array(table[name].to_pylist(), dtype=object)[order]
+    if model is not None:
+        rows["prediction"] = np.concatenate(predictions)[order]
+    return rows

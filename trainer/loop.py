@@ -1,0 +1,210 @@
+"""The per-worker training loop that Ray Train runs on every DDP worker.
+
+Each epoch: train on this worker's shard of "train", then rank 0 validates on "val" (the whole
+split: R@K needs the whole gallery), writes the run's files and reports metrics with a checkpoint.
+A restarted or resumed run continues after the epoch of ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from speech2face import storage
+from speech2face.losses import LossWeights, total_loss
+from speech2face.models import VoiceEncoder
+from trainer import outputs
+from trainer.config import TrainConfig
+from trainer.retrieval import recall_metrics, retrieval_ranks
+
+# Ray Train tees print() in workers to stdout and to its logger (each line twice); log once instead.
+log = logging.getLogger("trainer").info
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FAULT_MARKER = "fault_injected"  # test-only: present once the injected worker failure has happened
+
+
+def _classifier(spec: dict | None, device: torch.device):
+    """The frozen VGG-Face fc8 (as a function of the feature) for distillation, or None."""
+    if spec is None:
+        return None
+    from speech2face.vggface import VGGFaceEmbedder
+
+    if spec["weights"] == "random":
+        embedder = VGGFaceEmbedder(allow_random=True, device="cpu")
+    else:
+        with storage.local_copy(spec["weights"]) as path:
+            embedder = VGGFaceEmbedder(weights=path, device="cpu")
+    if embedder.weights_id != spec["weights_sha256"]:
+        raise RuntimeError(
+            f"the VGG-Face weights changed since the run started: "
+            f"sha256 {embedder.weights_id} != {spec['weights_sha256']}"
+        )
+    fc8 = embedder.model.fc8.to(device).requires_grad_(False).eval()
+    del embedder  # keep only fc8 (10.7 M parameters), not the 145 M-parameter network
+    return lambda feature: fc8(torch.relu(feature))
+
+
+def _maybe_inject_fault(config: TrainConfig, run_uri: str, global_step: int) -> None:
+    """TEST ONLY (--fail-at-step): the last worker dies once, mid-epoch, to exercise FailureConfig."""
+    context = ray.train.get_context()
+    if config.fail_at_step != global_step or context.get_world_rank() != context.get_world_size() - 1:
+        return
+    marker = storage.join(run_uri, FAULT_MARKER)
+    if storage.exists(marker):
+        return
+    storage.write_bytes(marker, f"worker {context.get_world_rank()} exited at step {global_step}\n".encode())
+    log(f"[train] TEST fault injection: worker {context.get_world_rank()} exits at step {global_step}")
+    os._exit(1)
+
+
+def _restore(model, optimizer, scheduler, scaler) -> dict:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {"epoch": 0, "global_step": 0, "history": []}
+    with checkpoint.as_directory() as directory:
+        def load(name: str):
+            return torch.load(os.path.join(directory, name), map_location="cpu", weights_only=True)
+
+        model.load_state_dict(load("model.pt"))
+        optimizer.load_state_dict(load("optimizer.pt"))
+        scheduler.load_state_dict(load("scheduler.pt"))
+        scaler.load_state_dict(load("scaler.pt"))
+        with open(os.path.join(directory, "state.json")) as file:
+            return json.load(file)
+
+
+def _save(directory: str, model, optimizer, scheduler, scaler, state: dict, config: TrainConfig) -> None:
+    torch.save(model.state_dict(), os.path.join(directory, "model.pt"))
+    torch.save(optimizer.state_dict(), os.path.join(directory, "optimizer.pt"))
+    torch.save(scheduler.state_dict(), os.path.join(directory, "scheduler.pt"))
+    torch.save(scaler.state_dict(), os.path.join(directory, "scaler.pt"))
+    with open(os.path.join(directory, "state.json"), "w") as file:
+        json.dump(state, file)
+    with open(os.path.join(directory, "config.json"), "w") as file:
+        file.write(config.to_json())
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    dtype = AMP_DTYPES.get(config.amp_dtype)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def _train_epoch(config, model, optimizer, scheduler, scaler, weights, classifier, device, epoch, step, run_uri):
+    shard = ray.train.get_dataset_shard("train")
+    rank = ray.train.get_context().get_world_rank()
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + rank)
+    sums = {}
+    count = 0
+    model.train()
+    batches = shard.iter_torch_batches(batch_size=config.batch_size, device=device, drop_last=False,
+                                       local_shuffle_buffer_size=config.shuffle_buffer,
+                                       local_shuffle_seed=config.seed + 7919 * epoch + rank)  # fmt: skip
+    for batch in batches:
+        _maybe_inject_fault(config, run_uri, step)
+        spectrogram = batch["spectrogram"].float()
+        if config.crop_frames and spectrogram.shape[1] > config.crop_frames:
+            offset = int(torch.randint(0, spectrogram.shape[1] - config.crop_frames + 1, (1,), generator=generator))
+            spectrogram = spectrogram[:, offset : offset + config.crop_frames]
+        with _autocast(config, device):
+            prediction = model(spectrogram)
+        losses = total_loss(prediction.float(), batch["face_feature"].float(), weights, classifier)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()  # per step: the paper decays the lr every 10k steps
+        step += 1
+        rows = len(spectrogram)
+        count += rows
+        for name, value in losses.items():  # summed on the device: no GPU sync per step
+            sums[name] = sums.get(name, 0.0) + value.detach().double() * rows
+    # mean over every worker's rows
+    names = sorted(sums) or ["total"]
+    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist())}
+    return means, step
+
+
+@torch.no_grad()
+def _validate(config, model, weights, classifier, device) -> dict:
+    model.eval()
+    predictions, faces, ytid_keys, clip_keys = [], [], [], []
+    batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=config.batch_size, device=device)
+    for batch in batches:
+        with _autocast(config, device):
+            predictions.append(model(batch["spectrogram"].float()).float())
+        faces.append(batch["face_feature"].float())
+        ytid_keys.append(batch["ytid_key"].cpu())
+        clip_keys.append(batch["clip_key"].cpu())
+    model.train()
+    prediction, face = torch.cat(predictions), torch.cat(faces)
+    losses = total_loss(prediction, face, weights, classifier)
+    group = (ytid_keys if config.gallery_by == "ytid" else clip_keys)
+    ranks, gallery_size = retrieval_ranks(prediction.cpu(), face.cpu(), torch.cat(group).numpy(),
+                                          torch.cat(clip_keys).numpy(), config.gallery_by)  # fmt: skip
+    metrics = {f"val_{'loss' if k == 'total' else k}": float(v) for k, v in losses.items()}
+    metrics.update(recall_metrics(ranks, gallery_size))
+    metrics["val_gallery"] = gallery_size
+    metrics["val_median_rank"] = float(np.median(ranks))
+    return metrics
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    config = TrainConfig.from_dict(loop_config["train_config"])
+    run_uri, out_dim = loop_config["run_uri"], loop_config["out_dim"]
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    device = ray.train.torch.get_device()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines are the progress
+    torch.manual_seed(config.seed)  # same init everywhere (DDP also broadcasts rank 0's)
+
+    model = VoiceEncoder(config.preset, out_dim)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    plain_model = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                 eps=config.adam_eps)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_steps, gamma=config.lr_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp_dtype == "fp16")
+    classifier = _classifier(loop_config.get("distill"), device)
+    distill = config.loss_distill if classifier else 0.0
+    weights = LossWeights(l1=config.loss_l1, l2norm=config.loss_l2norm, distill=distill, temperature=config.temperature)
+
+    state = _restore(plain_model, optimizer, scheduler, scaler)
+    if rank == 0 and state["epoch"]:
+        log(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        started = time.time()
+        train_means, state["global_step"] = _train_epoch(config, model, optimizer, scheduler, scaler, weights,
+                                                         classifier, device, epoch, state["global_step"],
+                                                         run_uri)  # fmt: skip
+        row = {"epoch": epoch, "train_loss": train_means.pop("total")}
+        row.update({f"train_{name}": value for name, value in train_means.items()})
+        if rank == 0:  # the plain module: DDP's forward would sync buffers with workers not validating
+            row.update(_validate(config, plain_model, weights, classifier, device))
+        row.update(step=state["global_step"], lr=scheduler.get_last_lr()[0],
+                   epoch_s=round(time.time() - started, 2), finished_at=round(time.time(), 3))  # fmt: skip
+        state["epoch"] = epoch
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                state["history"].append(row)
+                outputs.write_epoch(run_uri, state["history"], plain_model, config, loop_config)
+                _save(directory, plain_model, optimizer, scheduler, scaler, state, config)
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+                log(outputs.epoch_line(row, config.epochs))
+            ray.train.report(row, checkpoint=checkpoint)

@@ -1,0 +1,69 @@
+"""PNG figures as bytes (so they can go to local or S3 storage): training curves and face grids."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def curves_png(history: list[dict], title: str = "") -> bytes:
+    """Loss (train and val) and val R@1/5/10 per epoch, side by side."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
+    if all("val_loss" in row for row in history):
+        loss_axis.plot(epochs, [row["val_loss"] for row in history], "s-", label="val")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    loss_axis.legend()
+    for k in (1, 5, 10):
+        key = f"val_r{k}"
+        if all(key in row for row in history):
+            recall_axis.plot(epochs, [100 * row[key] for row in history], "o-", label=f"R@{k}")
+    recall_axis.set(xlabel="epoch", ylabel="%", ylim=(0, 102), title="val recall")
+    recall_axis.legend()
+    for axis in (loss_axis, recall_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def jpeg_image(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def face_grid_png(rows: list[dict], title: str = "") -> bytes:
+    """One row per query: ``{"label": str, "faces": [(jpeg bytes, caption, is_true)]}``; true ones framed green."""
+    columns = max(len(row["faces"]) for row in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.1 * len(rows)), squeeze=False)
+    for axis_row, row in zip(axes, rows):
+        for column, axis in enumerate(axis_row):
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column >= len(row["faces"]):
+                axis.axis("off")
+                continue
+            jpeg, caption, is_true = row["faces"][column]
+            axis.imshow(jpeg_image(jpeg))
+            axis.set_xlabel(caption, fontsize=7)
+            for spine in axis.spines.values():
+                spine.set_color("limegreen" if is_true else "lightgrey")
+                spine.set_linewidth(4 if is_true else 1)
+        axis_row[0].set_ylabel(row["label"], fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _png(figure)

@@ -1,0 +1,96 @@
+"""Predict a face feature from a voice: ``python -m trainer.predict --model M --audio FILE [--gallery D]``.
+
+The audio (any file ffmpeg reads, video included) goes through the same loader and spectrogram as
+preprocessing: 6 s from --start, shorter audio repeated. Writes <out>/<audio name>.npy; with
+--gallery (a preprocess output) also prints the --top most similar faces (one per video) and writes
+predict.json and faces.png. Bad audio is a clear error with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from speech2face import storage
+from speech2face.audio import AudioError, load_audio, spectrogram
+from trainer import plots
+from trainer.inference import InputError, check_same_embedder, embed, read_rows
+from trainer.model_io import read_model
+from trainer.retrieval import gallery_indices
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--model", required=True, help="model.safetensors of a training run")
+    p.add_argument("--audio", required=True, help="audio or video file (wav, mp3, mp4, ...)")
+    p.add_argument("--start", type=float, default=0.0, help="seconds into the file where the 6 s clip starts")
+    p.add_argument("--gallery", help="preprocess output (dir or s3://) whose faces are ranked")
+    p.add_argument("--gallery-split", help="only faces of this split (default: every split)")
+    p.add_argument("--gallery-by", choices=["ytid", "clip"], default="ytid", help="one face per video or per clip")
+    p.add_argument("--top", type=int, default=5, help="how many faces to list")
+    p.add_argument("--out", default=".", help="output directory or s3:// prefix (default: current directory)")
+    return p  # fmt: skip
+
+
+def top_faces(prediction: np.ndarray, rows: dict, gallery_by: str, top: int) -> list[dict]:
+    groups = rows["ytid"] if gallery_by == "ytid" else rows["clip_id"]
+    gallery_rows, _ = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), gallery_by)
+    faces = rows["face_feature"][gallery_rows].astype(np.float64)
+    similarity = faces @ prediction / (np.linalg.norm(faces, axis=1) * np.linalg.norm(prediction))
+    best = np.argsort(-similarity, kind="stable")[:top]
+    return [{"rank": i + 1, "clip_id": rows["clip_id"][gallery_rows[g]], "ytid": rows["ytid"][gallery_rows[g]],
+             "similarity": float(similarity[g]), "row": int(gallery_rows[g])} for i, g in enumerate(best)]  # fmt: skip
+
+
+def predict(args) -> dict:
+    if args.top < 1:
+        raise InputError(f"--top must be >= 1, got {args.top}")
+    model, meta = read_model(args.model)
+    wave = load_audio(args.audio, args.start)
+    feature = embed(model, spectrogram(wave)[None].numpy())[0]
+    storage.makedirs(args.out)
+    name = Path(args.audio).stem
+    buffer = io.BytesIO()
+    np.save(buffer, feature)
+    storage.write_bytes(storage.join(args.out, f"{name}.npy"), buffer.getvalue())
+    print(f"predicted {feature.shape[0]}-D face feature -> {storage.join(args.out, name + '.npy')}")
+    result = {"audio": args.audio, "start": args.start, "model": args.model, "feature_dim": int(feature.shape[0])}
+    if args.gallery:
+        check_same_embedder(meta, args.gallery)
+        rows = read_rows(args.gallery, args.gallery_split, ["ytid", "face_feature", "face_jpeg"])
+        matches = top_faces(feature.astype(np.float64), rows, args.gallery_by, args.top)
+        for match in matches:
+            print(f"#{match['rank']:<3} {match['clip_id']:<28} ytid {match['ytid']}  "
+                  f"similarity {match['similarity']:.4f}")
+        faces = [(rows["face_jpeg"][m["row"]], f"#{m['rank']} {m['ytid']} ({m['similarity']:.3f})", False)
+                 for m in matches]  # fmt: skip
+        png = plots.face_grid_png([{"label": name, "faces": faces}], title=f"faces nearest to the voice in {name}")
+        storage.write_bytes(storage.join(args.out, "faces.png"), png)
+        result.update(gallery=args.gallery, gallery_by=args.gallery_by,
+                      top=[{k: v for k, v in m.items() if k != "row"} for m in matches])  # fmt: skip
+        storage.write_bytes(storage.join(args.out, "predict.json"), (json.dumps(result, indent=2) + "\n").encode())
+        print(f"wrote {storage.join(args.out, 'faces.png')} and predict.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        predict(args)
+    except AudioError as error:
+        print(f"error: cannot use this audio: {error}", file=sys.stderr)
+        return 2
+    except (InputError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
