@@ -24,7 +24,8 @@ def ray_session():
     """One local Ray instance for every test that needs Ray (starting one costs ~10 s)."""
     import ray
 
-    ray.init(num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=False)
+    # address="local": never attach to another Ray that happens to run on the machine.
+    ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
