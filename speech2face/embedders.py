@@ -7,11 +7,11 @@ evaluation can switch between dlib's 128-D descriptor and the paper's 4096-D VGG
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from speech2face.hashing import sha256_file
 from speech2face.faces import CROP_MARGIN, CROP_SIZE, face_box_in_crop, face_recognition_module
 
 EMBEDDER_NAMES = ("dlib", "vggface")
@@ -47,11 +47,7 @@ def check_face_batch(images: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
 
 @functools.cache
 def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)  # cached: every actor asks once per weights file
 
 
 class DlibFace:
