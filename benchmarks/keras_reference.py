@@ -91,6 +91,7 @@ def time_keras_step(
         "samples_per_s": batch_size / step_s,
         "tf_version": tf.__version__,
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_gpus": [device.name for device in tf.config.list_physical_devices("GPU")],  # [] = it ran on the CPU
     }
 
 

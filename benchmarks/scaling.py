@@ -126,11 +126,13 @@ def main(argv=None) -> None:
     for row in results:
         row["efficiency"] = row["samples_per_s"] / row["workers"] / base if base else None
         efficiency = f"{row['efficiency']:>9.0%}" if base else f"{'-':>10}"
-        print(f"{row['workers']:>7} {row['samples_per_s']:>10.2f} {row['samples_per_s'] / row['workers']:>10.2f} {efficiency}")
+        per_worker = row["samples_per_s"] / row["workers"]
+        print(f"{row['workers']:>7} {row['samples_per_s']:>10.2f} {per_worker:>10.2f} {efficiency}")
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args), "load_average_start": load_start,
-                       "load_average_end": os.getloadavg(), "results": results}, file, indent=2)  # fmt: skip
+            json.dump({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "args": vars(args),
+                       "load_average_start": load_start, "load_average_end": os.getloadavg(),
+                       "results": results}, file, indent=2)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -36,7 +36,10 @@ from speech2face.perf import choose_fast_path
 from speech2face.vggface import FEATURE_DIM, VGGFace
 
 FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head")
-DEFAULT_VARIANTS = "fp32,channels_last,bf16,bf16+channels_last,bf16+channels_last+fused_adam,fast+bf16_head,fast,fast+compile"
+DEFAULT_VARIANTS = ",".join([
+    "fp32", "channels_last", "bf16", "bf16+channels_last", "bf16+channels_last+fused_adam",
+    "fast+bf16_head", "fast", "fast+compile",
+])
 PAPER_LOSS = LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=2.0)
 
 
@@ -104,7 +107,9 @@ def _bf16_head_forward(model: VoiceEncoder, spectrograms: torch.Tensor) -> torch
     return model.head(torch.flatten(model.pooled_norm(torch.relu(x)), 1))
 
 
-def time_variant(preset: str, batch_size: int, features: frozenset[str], steps: int, warmup: int, device) -> dict:
+def time_variant(
+    preset: str, batch_size: int, features: frozenset[str], steps: int, warmup: int, device, profile: bool = False
+) -> dict:
     """Seconds per training step of one variant: the best and the median of ``steps`` timed ones."""
     torch.manual_seed(0)
     model = VoiceEncoder(preset).to(device)
@@ -137,7 +142,20 @@ def time_variant(preset: str, batch_size: int, features: frozenset[str], steps: 
         if not torch.isfinite(torch.tensor(loss)):
             raise RuntimeError(f"non-finite loss {loss} in variant {sorted(features)}")
     timed = times[warmup:]
-    return {"first_step_s": times[0], "step_times_s": timed, "step_s": min(timed), "median_step_s": statistics.median(timed)}
+    profile_table = profile_step(step, device) if profile else None
+    return {"profile": profile_table, "first_step_s": times[0], "step_times_s": timed, "step_s": min(timed),
+            "median_step_s": statistics.median(timed)}  # fmt: skip
+
+
+def profile_step(step, device: torch.device, rows: int = 15) -> str:
+    """torch.profiler's table of one more step: the ops that took the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        step()
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=50)
 
 
 def run_keras_reference(batch_size: int, steps: int, warmup: int, threads: int | None) -> dict:
@@ -199,6 +217,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch (and TF) intra-op threads; default: the libraries' own")
     parser.add_argument("--no-keras", action="store_true", help="skip the tf-keras reference")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of one more step")
     parser.add_argument("--json", help="write every figure and the machine's details to this file")
     args = parser.parse_args(argv)
 
@@ -220,17 +239,21 @@ def main(argv=None) -> None:
             keras = run_keras_reference(batch_size, args.steps, args.warmup, args.threads)
             keras.update(features=[], flops_per_step=flops, tflops=flops / keras["step_s"] / 1e12, ratio_to_keras=1.0)
             report["results"].append(keras)
-            print(f"  {keras['name']}: {keras['step_s']:.2f} s/step", flush=True)
+            where = ", ".join(keras["tf_gpus"]) or "CPU"
+            print(f"  {keras['name']}: {keras['step_s']:.2f} s/step (TensorFlow on {where})", flush=True)
         for name, features in variants.items():
-            timing = time_variant(args.preset, batch_size, features, args.steps, args.warmup, device)
+            timing = time_variant(args.preset, batch_size, features, args.steps, args.warmup, device, args.profile)
+            if timing["profile"]:
+                print(f"# profile of one step: {name}, batch {batch_size}\n{timing['profile']}", flush=True)
             row = {"name": name, "features": sorted(features), "batch_size": batch_size, "flops_per_step": flops,
                    **timing, "s_per_sample": timing["step_s"] / batch_size,
-                   "samples_per_s": batch_size / timing["step_s"], "tflops": flops / timing["step_s"] / 1e12}  # fmt: skip
+                   "samples_per_s": batch_size / timing["step_s"],
+                   "tflops": flops / timing["step_s"] / 1e12}  # fmt: skip
             if keras:
                 row["ratio_to_keras"] = row["s_per_sample"] / keras["s_per_sample"]
             report["results"].append(row)
-            print(f"  {name}: {row['step_s']:.2f} s/step (steps {', '.join(f'{t:.2f}' for t in timing['step_times_s'])})",
-                  flush=True)  # fmt: skip
+            steps = ", ".join(f"{t:.2f}" for t in timing["step_times_s"])
+            print(f"  {name}: {row['step_s']:.2f} s/step (steps {steps})", flush=True)
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         peaks[name] = max(peaks[name], measure_peak_tflops(device, dtype))
     report["peak_tflops"] = peaks
