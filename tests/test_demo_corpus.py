@@ -19,9 +19,10 @@ from speech2face.audio import NUM_SAMPLES, SAMPLE_RATE, decode_audio, load_audio
 from speech2face.avspeech import YTID_PATTERN, parse_csv
 from speech2face.faces import choose_face, detect_faces, face_distance
 from speech2face.synth.corpus import (
-    MANIFEST_NAME, TEST_CSV, TRAIN_CSV, VOICE_VARIANTS, CorpusConfig, VoiceParams, existing_corpus,
-    face_descriptor, generate_corpus, make_ytid, plan_corpus, voice_for_face,
+    FACE_SIZE, MANIFEST_NAME, TEST_CSV, TRAIN_CSV, VOICE_AXES_FILE, VOICE_VARIANTS, CorpusConfig, VoiceParams,
+    existing_corpus, face_descriptor, fit_voice_axes, generate_corpus, make_ytid, plan_corpus, voice_for_face,
 )  # fmt: skip
+from speech2face.synth.faces import detectable_faces
 from speech2face.synth.server import serve_directory, url_template
 from speech2face.video import read_frame
 
@@ -132,8 +133,20 @@ def test_voice_is_the_fixed_function_of_each_speakers_face(corpus):
     assert voice_for_face(descriptor.astype(np.float32)) == voice_for_face(descriptor.tolist()) == voices[0]
 
 
+def test_stored_voice_axes_are_the_principal_axes_of_the_detectable_lfw_faces():
+    stored = json.loads(VOICE_AXES_FILE.read_text())
+    fitted = fit_voice_axes(detectable_faces(FACE_SIZE))
+    assert fitted["faces"] == stored["faces"] >= 90
+    np.testing.assert_allclose(stored["axes"], fitted["axes"], atol=2e-6)
+    np.testing.assert_allclose(stored["deciles"], fitted["deciles"], atol=2e-4)
+    axes = np.asarray(stored["axes"])
+    np.testing.assert_allclose(axes @ axes.T, np.eye(4), atol=1e-4)
+    assert stored["variance_share"] > 0.25  # what makes voices informative about faces
+
+
 def test_voice_for_face_is_deterministic_across_processes(tmp_path):
-    descriptors = np.random.default_rng(0).normal(0.0, 0.05, size=(20, 128)) + np.linspace(-0.1, 0.1, 128)
+    mean = np.stack([face_descriptor(index) for index in detectable_faces(FACE_SIZE)[:20]]).mean(axis=0)
+    descriptors = mean + np.random.default_rng(0).normal(0.0, 0.05, size=(20, 128))
     np.save(tmp_path / "descriptors.npy", descriptors)
     script = (
         "import json, sys, numpy as np; from dataclasses import asdict;"

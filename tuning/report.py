@@ -5,13 +5,27 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import shlex
 
 from speech2face import storage
 from tuning.space import FLAGS, LOG_SCALE, train_flags
 
 
-def trial_rows(results, args) -> list[dict]:
+TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")  # Tune's trial ids; a trial's directory name holds its id
+FINISHED = ("TERMINATED", "ERROR")
+
+
+def saved_statuses(results) -> dict[str, str]:
+    """Trial statuses as Tune saved them. After a Ctrl-C, the trials in memory all read TERMINATED, but
+    the saved state says which were still running: those are the ones ``--resume`` runs again."""
+    from ray.tune import ExperimentAnalysis
+
+    saved = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
+    return {trial.trial_id: trial.status for trial in saved.trials}
+
+
+def trial_rows(results, args, statuses: dict[str, str]) -> list[dict]:
     """One row per trial: id, params, final and best metric, epochs run, status."""
     rows = []
     for result in results:
@@ -19,8 +33,12 @@ def trial_rows(results, args) -> list[dict]:
         values = list(history[args.metric]) if history is not None and args.metric in history else []
         best = (max if args.mode == "max" else min)(values) if values else math.nan
         epochs = int(history["epoch"].max()) if history is not None and "epoch" in history else 0
-        status = "ERROR" if result.error else ("STOPPED_EARLY" if epochs < args.epochs else "TERMINATED")
-        row = {"trial_id": (result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]}
+        trial_id = TRIAL_ID.search(result.path.rstrip("/").rsplit("/", 1)[-1]).group()
+        if statuses.get(trial_id) not in FINISHED:
+            status = "INTERRUPTED"
+        else:
+            status = "ERROR" if result.error else ("STOPPED_EARLY" if epochs < args.epochs else "TERMINATED")
+        row = {"trial_id": trial_id}
         row.update({name: result.config.get(name) for name in FLAGS if name in result.config})
         row.update({f"{args.metric}_final": values[-1] if values else math.nan, f"{args.metric}_best": best,
                     "epochs": epochs, "status": status})  # fmt: skip
@@ -51,7 +69,12 @@ def best_config(best: dict, args) -> dict:
     command = ["python", "-m", "trainer.train", "--data", args.data, "--storage", args.storage,
                "--name", f"{args.name}-best", "--preset", args.preset, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--num-workers", str(args.workers_per_trial),
-               "--seed", str(args.seed), *train_flags(params)]  # fmt: skip
+               "--cpus-per-worker", f"{args.cpus_per_worker:g}", "--amp", args.amp, "--seed", str(args.seed),
+               *train_flags(params)]  # fmt: skip
+    if args.crop_frames:
+        command += ["--crop-frames", str(args.crop_frames)]
+    if args.cache_data:
+        command.append("--cache-data")
     if args.use_gpu:
         command.append("--use-gpu")
     if args.vggface_weights and params.get("loss_distill"):
@@ -70,7 +93,7 @@ def sweep_png(rows: list[dict], args) -> bytes:
     params = [name for name in FLAGS if any(isinstance(r.get(name), (int, float)) for r in rows)
               and len({r.get(name) for r in rows}) > 1]  # fmt: skip
     figure, axes = plt.subplots(1, len(params) + 1, figsize=(3.6 * (len(params) + 1), 3.4), squeeze=False)
-    colours = {"TERMINATED": "tab:blue", "STOPPED_EARLY": "tab:orange", "ERROR": "tab:red"}
+    colours = {"TERMINATED": "tab:blue", "STOPPED_EARLY": "tab:orange", "ERROR": "tab:red", "INTERRUPTED": "tab:gray"}
     metric = f"{args.metric}_best"
     for axis, name in zip(axes[0], params):
         for status, colour in colours.items():
@@ -96,9 +119,8 @@ def sweep_png(rows: list[dict], args) -> bytes:
     return buffer.getvalue()
 
 
-def write_reports(results, args) -> dict | None:
+def write_reports(rows: list[dict], args) -> dict | None:
     """Writes the three files into <storage>/<name>/ and returns best_config (None if no trial scored)."""
-    rows = trial_rows(results, args)
     out = storage.join(args.storage, args.name)
     storage.write_bytes(storage.join(out, "trials.csv"), trials_csv(rows))
     storage.write_bytes(storage.join(out, "sweep.png"), sweep_png(rows, args))

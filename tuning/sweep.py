@@ -17,14 +17,16 @@ import os
 import sys
 
 from speech2face import storage
-from trainer.config import TrainConfig
+from trainer.config import AMP_MODES, TrainConfig
 from trainer.data import manifest_of
 from trainer.train import build_trainer
-from tuning.report import write_reports
+from tuning.report import saved_statuses, trial_rows, write_reports
 from tuning.space import SearchSpace
 
 METRIC_MODES = ("max", "min")
+WEIGHTED_METRICS = ("val_loss", "train_loss")
 TRIAL_DRIVER_CPUS = 0.01
+DATA_CPUS = 1  # kept free for Ray Data: its file listing and reads take a whole CPU each
 
 
 def run_trial(params: dict, base: dict) -> None:
@@ -32,8 +34,11 @@ def run_trial(params: dict, base: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from tuning.placement import RecordPlacementGroup
+
     config = TrainConfig.from_dict(base | params | {"name": ray.tune.get_context().get_trial_id()})
-    result = build_trainer(config, {"callbacks": [TuneReportCallback()]}).fit()
+    callbacks = [TuneReportCallback(), RecordPlacementGroup(config.name)]
+    result = build_trainer(config, {"callbacks": callbacks}).fit()
     if result.error:
         raise RuntimeError(f"trial {config.name} failed: {result.error}")
 
@@ -60,10 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="ASHA stops poor trials early")
     p.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA keeps the top 1/this at each rung")
-    p.add_argument("--metric", default="val_r10", help="metric reported by trainer.train to optimise")
+    p.add_argument("--metric", default="val_r10",
+                   help="metric reported by trainer.train to optimise: val_r1/5/10, or the unweighted val_l2norm or "
+                   "val_l1 (with --mode min) on a val gallery too small for R@K; not val_loss, which the swept loss "
+                   "weights scale")
     p.add_argument("--mode", choices=METRIC_MODES, default="max")
     p.add_argument("--seed", type=int, default=0, help="seed of the search (and of every trial's training)")
     p.add_argument("--vggface-weights", help="as for trainer.train: the weights the data was embedded with")
+    p.add_argument("--amp", choices=AMP_MODES, default="auto", help="as for trainer.train")
+    p.add_argument("--crop-frames", type=int, help="as for trainer.train: train on random crops this long")
+    p.add_argument("--cache-data", action="store_true", help="as for trainer.train: read the data once per trial")
     p.add_argument("--l2norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.l2norm_range)
     p.add_argument("--distill-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.distill_range)
     p.add_argument("--l1-choices", type=lambda s: tuple(float(v) for v in s.split(",")), default=SearchSpace.l1_choices,
@@ -77,9 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
+def trial_cpus(args) -> float:
+    return args.workers_per_trial * args.cpus_per_worker + TRIAL_DRIVER_CPUS
+
+
 def start_ray(args) -> None:
     """Join RAY_ADDRESS (as `ray job submit` sets it), else start a local Ray with enough logical CPUs
-    for the trials' workers plus one for Ray Data's read tasks (without it a trial waits forever)."""
+    for the trials' workers plus the one Ray Data's reads need."""
     import ray
 
     if ray.is_initialized():
@@ -87,19 +102,28 @@ def start_ray(args) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
         return
-    trials = args.max_concurrent_trials or 1
-    needed = math.ceil(trials * (args.workers_per_trial * args.cpus_per_worker + TRIAL_DRIVER_CPUS)) + 1
+    needed = math.ceil((args.max_concurrent_trials or 1) * trial_cpus(args) + DATA_CPUS)
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed))
 
 
 def concurrent_trials(args, resources: dict) -> int:
-    """Trials that fit at once, keeping one CPU for Ray Data's read tasks (else they can starve)."""
+    """Trials that fit at once, keeping CPUs for Ray Data's reads (without them a trial waits forever)."""
     if args.max_concurrent_trials:
         return args.max_concurrent_trials
     if args.use_gpu:
         return max(1, int(resources.get("GPU", 0) // (args.workers_per_trial * args.gpus_per_worker)))
-    usable = resources.get("CPU", 1) - 1
-    return max(1, int(usable // (args.workers_per_trial * args.cpus_per_worker)))
+    return max(1, int((resources.get("CPU", 0) - DATA_CPUS) // trial_cpus(args)))
+
+
+def check_fits(args, concurrency: int, resources: dict) -> str | None:
+    """Why ``concurrency`` trials would wait forever on this cluster, or None if they fit."""
+    needed = concurrency * trial_cpus(args) + DATA_CPUS
+    if resources.get("CPU", 0) >= needed:
+        return None
+    return (f"{concurrency} trial(s) at once need {needed:g} CPUs ({args.workers_per_trial} worker(s) x "
+            f"{args.cpus_per_worker:g} CPUs + {TRIAL_DRIVER_CPUS} for the trial each, plus {DATA_CPUS} for Ray Data's "
+            f"reads) but the cluster has {resources.get('CPU', 0):g}; lower --max-concurrent-trials or "
+            "--cpus-per-worker, or add CPUs")  # fmt: skip
 
 
 def base_train_config(args, distill: bool) -> dict:
@@ -107,11 +131,12 @@ def base_train_config(args, distill: bool) -> dict:
         data=args.data, storage=storage.join(args.storage, args.name, "trials"), name="set-per-trial",
         preset=args.preset, num_workers=args.workers_per_trial, use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        vggface_weights=args.vggface_weights if distill else None, max_failures=1,
+        vggface_weights=args.vggface_weights if distill else None, max_failures=1, amp=args.amp,
+        crop_frames=args.crop_frames, cache_data=args.cache_data,
     ).to_dict()  # fmt: skip
 
 
-def build_tuner(args, space: SearchSpace, resources: dict):
+def build_tuner(args, space: SearchSpace, concurrency: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -122,7 +147,10 @@ def build_tuner(args, space: SearchSpace, resources: dict):
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base_train_config(args, space.distill)),
                                     {"CPU": TRIAL_DRIVER_CPUS})  # fmt: skip
     filesystem, path = storage.resolve(args.storage)
-    run_config = tune.RunConfig(name=args.name, storage_path=path, storage_filesystem=filesystem)
+    from tuning.placement import FreeTrialPlacementGroups
+
+    run_config = tune.RunConfig(name=args.name, storage_path=path, storage_filesystem=filesystem,
+                                callbacks=[FreeTrialPlacementGroups()])  # fmt: skip
     if args.resume:
         experiment = storage.join(args.storage, args.name)
         if not tune.Tuner.can_restore(path + "/" + args.name, storage_filesystem=filesystem):
@@ -132,10 +160,6 @@ def build_tuner(args, space: SearchSpace, resources: dict):
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=args.epochs, grace_period=args.grace_period,
                                reduction_factor=args.reduction_factor)
                  if args.scheduler == "asha" else FIFOScheduler())  # fmt: skip
-    concurrency = concurrent_trials(args, resources)
-    print(f"[sweep] {args.num_samples} trials, at most {concurrency} at a time "
-          f"({args.workers_per_trial} worker(s) each; cluster {resources.get('CPU', 0):g} CPU / "
-          f"{resources.get('GPU', 0):g} GPU)")  # fmt: skip
     # With a search algorithm given, TuneConfig.max_concurrent_trials does not limit it: the generator must.
     search = BasicVariantGenerator(points_to_evaluate=args.points_to_evaluate, random_state=args.seed,
                                    max_concurrent=concurrency)  # fmt: skip
@@ -150,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     if not has_classifier:
         print("[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
               "temperature is not swept", file=sys.stderr)  # fmt: skip
+    if args.metric in WEIGHTED_METRICS:
+        build_parser().error(f"--metric {args.metric} is scaled by the loss weights being swept, so trials would not "
+                             "compare; use val_r10 (or val_r1/val_r5), or val_l2norm")  # fmt: skip
     space = SearchSpace(tuple(args.l2norm_range), tuple(args.distill_range), tuple(args.l1_choices),
                         tuple(args.temperature_range), tuple(args.lr_range), distill=has_classifier)  # fmt: skip
     try:
@@ -159,8 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     start_ray(args)
-    results = build_tuner(args, space, ray.cluster_resources()).fit()
-    best = write_reports(results, args)
+    resources = ray.cluster_resources()
+    concurrency = concurrent_trials(args, resources)
+    problem = check_fits(args, concurrency, resources)
+    if problem and not os.environ.get("RAY_ADDRESS"):  # a local Ray: nothing will add CPUs
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"[sweep] warning: {problem}; waiting for the autoscaler", file=sys.stderr)
+    print(f"[sweep] {args.num_samples} trials, at most {concurrency} at a time "
+          f"({args.workers_per_trial} worker(s) each; cluster {resources.get('CPU', 0):g} CPU / "
+          f"{resources.get('GPU', 0):g} GPU)")  # fmt: skip
+    results = build_tuner(args, space, concurrency).fit()
+    rows = trial_rows(results, args, saved_statuses(results))
+    best = write_reports(rows, args)
+    unfinished = sum(row["status"] == "INTERRUPTED" for row in rows)
+    if unfinished:  # Ctrl-C: Tune saved its state and returned early
+        print(f"[sweep] interrupted with {unfinished} of {len(rows)} trials unfinished; to go on, rerun the same "
+              f"command with --resume (finished trials are not rerun)", file=sys.stderr)  # fmt: skip
+        return 130
     if best is None:
         print(f"[sweep] no trial reported {args.metric}; see the trials' errors above", file=sys.stderr)
         return 1

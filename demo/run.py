@@ -1,0 +1,143 @@
+"""`make demo`: the whole Speech2Face job on the built-in demo corpus, on this machine.
+
+    python -m demo.run --out demo_output            # what `make demo` runs
+
+Steps: generate the demo corpus -> start a local Ray (with its dashboard) and serve the corpus on
+loopback -> pipelines.preprocess (train and test CSVs) -> trainer.train (preset tiny) -> tuning.sweep
+(a few short trials) -> trainer.evaluate -> <out>/REPORT.md. Each step is the CLI a user submits
+with `ray job submit`, run as a subprocess that joins this Ray through RAY_ADDRESS.
+
+A rerun reuses finished work: the corpus is kept, preprocessing skips clips it already wrote,
+training resumes (or is skipped when it has all its epochs) and a finished sweep is not rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from demo.report import write_report
+from speech2face.synth.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
+from speech2face.synth.server import serve_directory, url_template
+
+RUN_NAME, SWEEP_NAME = "demo", "sweep"
+# Tiny preset on 2 CPU cores: ~5 s an epoch on the default corpus (20 epochs), with bf16 autocast. The sweep's
+# trials train the same way, with its loss weights and lr.
+COMMON_FLAGS = ["--preset", "tiny", "--num-workers", "1", "--cpus-per-worker", "2", "--batch-size", "8",
+                "--crop-frames", "300", "--amp", "bf16", "--seed", "0", "--cache-data"]  # fmt: skip
+# The demo's val gallery holds 8 faces, so val R@10 is always 1: the sweep ranks by the unweighted val L2.
+SWEEP_METRIC = ["--metric", "val_l2norm", "--mode", "min"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default="demo_output", help="everything goes here; REPORT.md at the top")
+    defaults = CorpusConfig()
+    p.add_argument("--speakers", type=int, default=defaults.speakers, help="demo corpus speakers")
+    p.add_argument("--clips-per-speaker", type=int, default=defaults.clips_per_speaker)
+    p.add_argument("--test-speakers", type=int, default=defaults.test_speakers, help="held-out speakers")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training videos held out for val")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs")
+    p.add_argument("--trials", type=int, default=3, help="sweep trials")
+    p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per sweep trial at most")
+    p.add_argument("--num-cpus", type=int, default=max(os.cpu_count() or 1, 4),
+                   help="logical CPUs of the local Ray: training takes 2, a sweep trial 2.01, Ray Data needs 1 more")
+    return p  # fmt: skip
+
+
+class Steps:
+    """Runs the steps in order, prints progress and keeps each step's wall time for the report."""
+
+    def __init__(self, total: int):
+        self.total, self.timings = total, []
+
+    def run(self, title: str, action) -> None:
+        print(f"\n[demo] step {len(self.timings) + 1}/{self.total}: {title}", flush=True)
+        started = time.monotonic()
+        action()
+        seconds = time.monotonic() - started
+        self.timings.append({"step": title, "seconds": round(seconds, 1)})
+        print(f"[demo] {title}: {seconds:.1f} s", flush=True)
+
+
+def run_cli(module: str, *args: str) -> None:
+    """One step's CLI in a subprocess; it joins our Ray through RAY_ADDRESS. Its output streams through."""
+    command = [sys.executable, "-m", module, *args]
+    print("[demo] $ python " + " ".join(command[1:]), flush=True)
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit(f"[demo] {module} failed (its output is above); fix the cause and rerun: "
+                         "finished steps are reused")  # fmt: skip
+
+
+def epochs_done(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.csv"
+    return max(len(metrics.read_text().splitlines()) - 1, 0) if metrics.is_file() else 0
+
+
+def start_ray(num_cpus: int) -> str:
+    """A local Ray with its dashboard on 127.0.0.1; returns the address the steps join."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; the cluster docs keep token auth on
+    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+    print(f"[demo] Ray dashboard: http://{context.dashboard_url}", flush=True)
+    return ray.get_runtime_context().gcs_address
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out).resolve()
+    corpus_dir, data, runs = out / "corpus", out / "data", out / "runs"
+    corpus_config = CorpusConfig(args.speakers, args.clips_per_speaker, args.test_speakers)
+    try:
+        corpus_config.validate()
+    except ValueError as error:
+        build_parser().error(str(error))
+    began = time.monotonic()
+    steps = Steps(total=5)
+    steps.run("generate the demo corpus", lambda: generate_corpus(corpus_dir, corpus_config))
+    os.environ["RAY_ADDRESS"] = start_ray(args.num_cpus)
+    with serve_directory(corpus_dir) as (_, base_url):
+        source = ["--url-template", url_template(base_url), "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
+                  "--val-fraction", str(args.val_fraction)]  # fmt: skip
+        steps.run("preprocess (Ray Data)", lambda: (
+            run_cli("pipelines.preprocess", "--csv", str(corpus_dir / TRAIN_CSV), "--out", str(data), *source),
+            run_cli("pipelines.preprocess", "--csv", str(corpus_dir / TEST_CSV), "--split-name", "test",
+                    "--out", str(data), *source),
+        ))  # fmt: skip
+
+    def train() -> None:
+        if epochs_done(runs / RUN_NAME) >= args.epochs:
+            print(f"[demo] {runs / RUN_NAME} already has {args.epochs} epochs; not retraining")
+            return
+        run_cli("trainer.train", "--data", str(data), "--storage", str(runs), "--name", RUN_NAME,
+                "--epochs", str(args.epochs), "--lr", "1e-3", *COMMON_FLAGS)  # fmt: skip
+
+    def sweep() -> None:
+        sweep_dir = runs / SWEEP_NAME
+        if (sweep_dir / "best_config.json").is_file():
+            print(f"[demo] {sweep_dir} is complete; not rerunning it")
+            return
+        resume = ["--resume"] if (sweep_dir / "tuner.pkl").is_file() else []
+        run_cli("tuning.sweep", "--data", str(data), "--storage", str(runs), "--name", SWEEP_NAME,
+                "--epochs", str(args.sweep_epochs), "--num-samples", str(args.trials), "--max-concurrent-trials", "1",
+                *COMMON_FLAGS, *SWEEP_METRIC, *resume)  # fmt: skip
+
+    steps.run("train the voice encoder (Ray Train)", train)
+    steps.run("sweep loss weights and lr (Ray Tune)", sweep)
+    steps.run("evaluate on the held-out speakers", lambda: run_cli(
+        "trainer.evaluate", "--data", str(data), "--model", str(runs / RUN_NAME / "model.safetensors"),
+        "--split", "test", "--out", str(out / "eval")))  # fmt: skip
+    total = time.monotonic() - began
+    write_report(out, steps.timings, total, vars(args))
+    print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
