@@ -19,7 +19,8 @@ import time
 import pytest
 from PIL import Image
 
-from tests.test_train import ROOT, _check, make_dataset, read_metrics
+from tests.test_train import ROOT, _check, _run, make_dataset, read_metrics
+from tuning.sweep import build_parser, check_fits, concurrent_trials
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -65,6 +66,24 @@ def _no_leak(ray, timeout=30.0) -> None:
             return
         assert time.monotonic() < deadline, f"leaked: {free.get('CPU')} of {total.get('CPU')} CPUs free, {groups}"
         time.sleep(1)
+
+
+def test_refuses_bad_setups_before_starting_ray(tmp_path):
+    weighted = _run("tuning.sweep", "--data", str(tmp_path), "--storage", str(tmp_path), "--name", "s",
+                    "--metric", "val_loss", timeout=60)  # fmt: skip
+    assert weighted.returncode == 2 and "scaled by the loss weights" in weighted.stderr
+    missing = _run("tuning.sweep", "--data", str(tmp_path / "nothing"), "--storage", str(tmp_path), "--name", "s",
+                   timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and "manifest.json not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_concurrency_keeps_a_cpu_for_ray_data_and_says_when_a_trial_cannot_fit():
+    args = build_parser().parse_args(["--data", "d", "--storage", "s", "--name", "n", "--cpus-per-worker", "2"])
+    assert concurrent_trials(args, {"CPU": 8}) == 3  # 3 x 2.01 CPUs + 1 for Ray Data's reads
+    assert check_fits(args, 3, {"CPU": 8}) is None
+    assert check_fits(args, 1, {"CPU": 4}) is None
+    problem = check_fits(args, 1, {"CPU": 3})  # the trial's worker would leave Ray Data 0.99 CPU: a hang
+    assert problem and "need 3.01 CPUs" in problem and "the cluster has 3" in problem
 
 
 def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, ray_address, ray_session, tmp_path):

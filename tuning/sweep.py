@@ -170,13 +170,17 @@ def build_tuner(args, space: SearchSpace, concurrency: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    has_classifier = bool(manifest_of(args.data)["embedder"].get("has_classifier"))
-    if not has_classifier:
-        print("[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
-              "temperature is not swept", file=sys.stderr)  # fmt: skip
     if args.metric in WEIGHTED_METRICS:
         build_parser().error(f"--metric {args.metric} is scaled by the loss weights being swept, so trials would not "
                              "compare; use val_r10 (or val_r1/val_r5), or val_l2norm")  # fmt: skip
+    try:
+        has_classifier = bool(manifest_of(args.data)["embedder"].get("has_classifier"))
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not has_classifier:
+        print("[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
+              "temperature is not swept", file=sys.stderr)  # fmt: skip
     space = SearchSpace(tuple(args.l2norm_range), tuple(args.distill_range), tuple(args.l1_choices),
                         tuple(args.temperature_range), tuple(args.lr_range), distill=has_classifier)  # fmt: skip
     try:
