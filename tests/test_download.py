@@ -1,13 +1,18 @@
 """yt-dlp segment downloads against a real loopback HTTP server."""
 import subprocess
 import time
+import urllib.request
 
+import numpy as np
 import pytest
 
+from speech2face.audio import decode_audio
 from speech2face.download import DownloadConfig, DownloadError, download_segment
+from speech2face.video import probe_video, read_frame
 from tests.stalling_server import serve
 
 YTID = "vidABCDEF01"
+NOISY = "noiseABCD01"  # white noise (no period to mistake a shift for a match), a keyframe every 2 s
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +23,13 @@ def site(tmp_path_factory):
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "12",
          "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
          "-movflags", "+faststart", str(root / f"{YTID}.mp4")],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",
+         "-f", "lavfi", "-i", "anoisesrc=sample_rate=16000:seed=7", "-t", "12", "-g", "20",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+         "-movflags", "+faststart", str(root / f"{NOISY}.mp4")],
         check=True,
     )  # fmt: skip
     with serve(root, stall_names={"stalled0001.mp4"}) as base_url:
@@ -37,6 +49,17 @@ def config(base_url, **kw):
 def test_downloads_only_the_segment(site, tmp_path):
     path = download_segment(YTID, 3.0, 7.5, tmp_path, config(site))
     assert duration(path) == pytest.approx(4.5, abs=0.3)
+
+
+def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
+    path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site))  # keyframes at 2 and 4 s, not at 3.3
+    original, _ = urllib.request.urlretrieve(f"{site}/{NOISY}.mp4", tmp_path / "original.mp4")
+    segment, reference = decode_audio(path, 0.0, 4.0), decode_audio(original, 3.3, 4.0)
+    assert abs(segment.size - reference.size) <= 16 and np.corrcoef(segment[:16000 * 4], reference[:16000 * 4])[0, 1] > 0.99
+    width, height, seconds = probe_video(str(path))
+    assert seconds == pytest.approx(4.2, abs=0.05)
+    frame, expected = read_frame(str(path), 1.0, width, height), read_frame(str(original), 4.3, width, height)
+    assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 3  # testsrc moves: a shifted cut would differ
 
 
 def test_missing_video_is_permanent_and_not_retried(site, tmp_path):
