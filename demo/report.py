@@ -44,8 +44,9 @@ def _training(out: Path) -> list[str]:
     return [f"{len(rows)} epochs; last epoch: train loss {float(last['train_loss']):.4f}, val loss "
             f"{float(last['val_loss']):.4f}, val R@1/5/10 {100 * float(last['val_r1']):.1f} / "
             f"{100 * float(last['val_r5']):.1f} / {100 * float(last['val_r10']):.1f} % "
-            f"(val gallery of {last['val_gallery']} faces). The best epoch (val R@10, then val loss) is {best_epoch}: "
-            "its weights are `runs/demo/model.safetensors`, evaluated below.", "", "![training curves](curves.png)"]  # fmt: skip
+            f"(val gallery of {last['val_gallery']} faces). The best epoch (val R@10, then mean rank) is "
+            f"{best_epoch}: its weights are `runs/demo/model.safetensors`, evaluated below.", "",
+            "![training curves](curves.png)"]  # fmt: skip
 
 
 def _sweep(out: Path) -> list[str]:

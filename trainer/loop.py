@@ -159,6 +159,7 @@ def _validate(config, model, weights, classifier, device) -> dict:
     metrics.update(recall_metrics(ranks, gallery_size))
     metrics["val_gallery"] = gallery_size
     metrics["val_median_rank"] = float(np.median(ranks))
+    metrics["val_mean_rank"] = float(np.mean(ranks))
     return metrics
 
 
