@@ -14,7 +14,6 @@ import resource
 import time
 import tempfile
 import uuid
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,7 +24,6 @@ import torch
 from PIL import Image
 
 from speech2face import audio, faces, storage, video
-from speech2face.avspeech import failure_row
 from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
 

@@ -8,7 +8,6 @@ ordered data, so the figures below repeat on the same machine; they are printed 
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ Needs no Ray: Parquet is read with pyarrow.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from speech2face import storage
 from speech2face.metrics import RANKS, recall_table, target_ranks
 from trainer import plots
-from trainer.inference import InputError, check_same_embedder, read_rows
+from trainer.inference import InputError, check_same_embedder, read_rows, run_cli
 from trainer.model_io import read_model
 from trainer.retrieval import gallery_indices
 
@@ -115,13 +114,7 @@ def evaluate(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        evaluate(args)
-    except (InputError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(evaluate, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ never held in memory as spectrograms (only the small outputs and JPEG crops are 
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -15,11 +16,25 @@ import pyarrow.parquet as pq
 import torch
 
 from speech2face import storage
+from speech2face.audio import AudioError
 from trainer.data import manifest_of, tensor_column
 
 
 class InputError(ValueError):
     """Bad user input (paths, splits, mismatched data and model): the CLIs print it and exit with 2."""
+
+
+def run_cli(action, args) -> int:
+    """``action(args)`` for a CLI's main: bad input is one line on stderr and exit code 2, not a traceback."""
+    try:
+        action(args)
+    except AudioError as error:
+        print(f"error: cannot use this audio: {error}", file=sys.stderr)
+        return 2
+    except (InputError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def check_same_embedder(model_meta: dict, data_uri: str) -> dict:

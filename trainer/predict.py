@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from speech2face import storage
-from speech2face.audio import AudioError, load_audio, spectrogram
+from speech2face.audio import load_audio, spectrogram
 from trainer import plots
-from trainer.inference import InputError, check_same_embedder, embed, read_rows
+from trainer.inference import InputError, check_same_embedder, embed, read_rows, run_cli
 from trainer.model_io import read_model
 from trainer.retrieval import gallery_indices
 
@@ -80,16 +80,7 @@ def predict(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        predict(args)
-    except AudioError as error:
-        print(f"error: cannot use this audio: {error}", file=sys.stderr)
-        return 2
-    except (InputError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(predict, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -141,14 +141,14 @@ def build_tuner(args, space: SearchSpace, concurrency: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from tuning.placement import FreeTrialPlacementGroups
+
     # The trial's own actor only waits on trainer.fit(); the Train workers hold the real resources.
     # A whole CPU for it would leave Ray Data's read tasks none on a small machine (a deadlock), and
     # Tune refuses an empty request, hence a token share.
     trainable = tune.with_resources(tune.with_parameters(run_trial, base=base_train_config(args, space.distill)),
                                     {"CPU": TRIAL_DRIVER_CPUS})  # fmt: skip
     filesystem, path = storage.resolve(args.storage)
-    from tuning.placement import FreeTrialPlacementGroups
-
     run_config = tune.RunConfig(name=args.name, storage_path=path, storage_filesystem=filesystem,
                                 callbacks=[FreeTrialPlacementGroups()])  # fmt: skip
     if args.resume:

@@ -18,7 +18,6 @@ import csv
 import functools
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import shutil
