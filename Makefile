@@ -10,7 +10,7 @@ REQS   := requirements.txt requirements-nodeps.txt requirements-dev.txt requirem
 SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox \
                radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-authtool:ceph-common
 
-.PHONY: setup system-deps test demo clean
+.PHONY: setup system-deps lint format test demo clean
 
 setup: system-deps $(STAMP)
 
@@ -32,7 +32,16 @@ $(STAMP): $(REQS)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: setup
+# The gate every change passes (CI runs `make test`, so lint runs first). `make format` fixes what it can.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: setup lint
 	$(PY) -m pytest
 
 # make demo DEMO_ARGS="--speakers 8 --test-speakers 3 --epochs 2 --trials 2 --sweep-epochs 1": a smaller run.

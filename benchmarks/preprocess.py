@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", help="demo corpus directory (generated there if missing)")
     parser.add_argument("--speakers", type=int, default=40, help="speakers when generating the corpus")
-    parser.add_argument("--embedder", choices=["vggface", "dlib"], default="vggface",
-                        help="face embedder of the feature stage (vggface uses random stand-in weights)")
+    parser.add_argument(
+        "--embedder",
+        choices=["vggface", "dlib"],
+        default="vggface",
+        help="face embedder of the feature stage (vggface uses random stand-in weights)",
+    )
     parser.add_argument("--vgg-batch-size", type=int, default=8)
     parser.add_argument("--vgg-batches", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -84,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         corpus_dir = args.corpus or os.path.join(work, "corpus")
         config = CorpusConfig(speakers=args.speakers, test_speakers=max(1, args.speakers // 4))
         generate_corpus(corpus_dir, config, log=lambda message: None)
-        results = {"machine": machine_info(torch.device(args.device)),
-                   "pipeline": pipeline_costs(corpus_dir, args.embedder, os.path.join(work, "out")),
-                   "vggface": vggface_throughput(torch.device(args.device), args.vgg_batch_size, args.vgg_batches)}
+        results = {
+            "machine": machine_info(torch.device(args.device)),
+            "pipeline": pipeline_costs(corpus_dir, args.embedder, os.path.join(work, "out")),
+            "vggface": vggface_throughput(torch.device(args.device), args.vgg_batch_size, args.vgg_batches),
+        }
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as file:

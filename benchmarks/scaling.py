@@ -79,10 +79,16 @@ def measure(workers: int, args, storage_path: str) -> dict:
     resources = {"GPU": 1} if args.use_gpu else {"CPU": args.cpus_per_worker}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"preset": args.preset, "batch_size": args.batch_size, "num_frames": args.num_frames,
-                           "steps": args.steps, "warmup": args.warmup},  # fmt: skip
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=args.use_gpu,
-                                               resources_per_worker=resources),  # fmt: skip
+        train_loop_config={
+            "preset": args.preset,
+            "batch_size": args.batch_size,
+            "num_frames": args.num_frames,
+            "steps": args.steps,
+            "warmup": args.warmup,
+        },  # fmt: skip
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=args.use_gpu, resources_per_worker=resources
+        ),  # fmt: skip
         torch_config=TorchConfig(backend="nccl" if args.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(name=f"scaling_{workers}", storage_path=storage_path),
     )

@@ -36,10 +36,18 @@ from speech2face.perf import choose_fast_path
 from speech2face.vggface import FEATURE_DIM, VGGFace
 
 FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head")
-DEFAULT_VARIANTS = ",".join([
-    "fp32", "channels_last", "bf16", "bf16+channels_last", "bf16+channels_last+fused_adam",
-    "fast+bf16_head", "fast", "fast+compile",
-])
+DEFAULT_VARIANTS = ",".join(
+    [
+        "fp32",
+        "channels_last",
+        "bf16",
+        "bf16+channels_last",
+        "bf16+channels_last+fused_adam",
+        "fast+bf16_head",
+        "fast",
+        "fast+compile",
+    ]
+)
 PAPER_LOSS = LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=2.0)
 
 
@@ -135,7 +143,7 @@ def time_variant(
         return losses["total"].item()  # also waits for the device
 
     times = []
-    for index in range(warmup + steps):
+    for _ in range(warmup + steps):
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
@@ -203,8 +211,10 @@ def print_table(report: dict) -> None:
         row["percent_of_peak"] = 100 * row["tflops"] / peak
         ratio = f"{row['ratio_to_keras']:>8.2f}" if "ratio_to_keras" in row else f"{'-':>8}"
         first = f"{row['first_step_s']:>7.1f}s" if "first_step_s" in row else f"{'-':>8}"
-        print(f"{row['batch_size']:>5} {row['name']:<36} {row['step_s']:>7.2f} {row['s_per_sample']:>8.2f} "
-              f"{row['samples_per_s']:>9.3f} {row['tflops']:>7.3f} {row['percent_of_peak']:>5.1f}% {ratio} {first}")
+        print(
+            f"{row['batch_size']:>5} {row['name']:<36} {row['step_s']:>7.2f} {row['s_per_sample']:>8.2f} "
+            f"{row['samples_per_s']:>9.3f} {row['tflops']:>7.3f} {row['percent_of_peak']:>5.1f}% {ratio} {first}"
+        )
 
 
 def main(argv=None) -> None:

@@ -68,7 +68,9 @@ def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> 
     for name, source in IMAGES.items():
         shutil.copyfile(out / source, out / name)
     evaluation = json.loads((out / "eval/eval.json").read_text())
-    table = format_table(evaluation["recall"], evaluation["split"], evaluation["gallery_size"], evaluation["gallery_by"])
+    table = format_table(
+        evaluation["recall"], evaluation["split"], evaluation["gallery_size"], evaluation["gallery_by"]
+    )
     corpus = json.loads((out / "corpus/corpus_manifest.json").read_text())["config"]
     lines = [
         "# Speech2Face demo report", "",

@@ -45,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
     p.add_argument("--trials", type=int, default=3, help="sweep trials")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per sweep trial at most")
-    p.add_argument("--num-cpus", type=int, default=max(os.cpu_count() or 1, 4),
-                   help="logical CPUs of the local Ray: training takes 2, a sweep trial 2.01, Ray Data needs 1 more")
+    p.add_argument(
+        "--num-cpus",
+        type=int,
+        default=max(os.cpu_count() or 1, 4),
+        help="logical CPUs of the local Ray: training takes 2, a sweep trial 2.01, Ray Data needs 1 more",
+    )
     return p  # fmt: skip
 
 

@@ -44,21 +44,43 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--out", required=True, help="directory to write the corpus into (created if missing)")
-    parser.add_argument("--speakers", type=_at_least(2, "--speakers"), default=DEFAULTS.speakers,
-                        help="number of speakers, at most the ~93 LFW faces dlib detects "
-                             f"(default {DEFAULTS.speakers})")
-    parser.add_argument("--clips-per-speaker", type=_at_least(1, "--clips-per-speaker"),
-                        default=DEFAULTS.clips_per_speaker,
-                        help=f"segments per speaker's video, 1-{MAX_CLIPS_PER_SPEAKER} "
-                             f"(default {DEFAULTS.clips_per_speaker})")
-    parser.add_argument("--test-speakers", type=_at_least(1, "--test-speakers"), default=DEFAULTS.test_speakers,
-                        help=f"speakers held out in avspeech_test.csv (default {DEFAULTS.test_speakers})")
-    parser.add_argument("--seed", type=_at_least(0, "--seed"), default=DEFAULTS.seed,
-                        help="seed for which faces speak, ytids, positions and texts (default 0)")
-    parser.add_argument("--workers", type=_at_least(1, "--workers"), default=2,
-                        help="processes rendering speakers in parallel (default 2)")
-    parser.add_argument("--serve", type=int, metavar="PORT", default=None,
-                        help="then serve --out on http://127.0.0.1:PORT until Ctrl-C (0 picks a free port)")
+    parser.add_argument(
+        "--speakers",
+        type=_at_least(2, "--speakers"),
+        default=DEFAULTS.speakers,
+        help=f"number of speakers, at most the ~93 LFW faces dlib detects (default {DEFAULTS.speakers})",
+    )
+    parser.add_argument(
+        "--clips-per-speaker",
+        type=_at_least(1, "--clips-per-speaker"),
+        default=DEFAULTS.clips_per_speaker,
+        help=f"segments per speaker's video, 1-{MAX_CLIPS_PER_SPEAKER} (default {DEFAULTS.clips_per_speaker})",
+    )
+    parser.add_argument(
+        "--test-speakers",
+        type=_at_least(1, "--test-speakers"),
+        default=DEFAULTS.test_speakers,
+        help=f"speakers held out in avspeech_test.csv (default {DEFAULTS.test_speakers})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_at_least(0, "--seed"),
+        default=DEFAULTS.seed,
+        help="seed for which faces speak, ytids, positions and texts (default 0)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_at_least(1, "--workers"),
+        default=2,
+        help="processes rendering speakers in parallel (default 2)",
+    )
+    parser.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        default=None,
+        help="then serve --out on http://127.0.0.1:PORT until Ctrl-C (0 picks a free port)",
+    )
     return parser  # fmt: skip
 
 

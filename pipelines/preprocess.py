@@ -65,33 +65,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--csv", required=True, help="AVSpeech CSV (no header: ytid,start,end,x,y); local or s3://")
     p.add_argument("--out", required=True, help="output: a local directory or s3://bucket/prefix")
-    p.add_argument("--url-template", default=DEFAULT_URL_TEMPLATE,
-                   help="video URL with {ytid}; tests and the demo use http://127.0.0.1:PORT/{ytid}.mp4")
-    p.add_argument("--face-embedder", choices=["vggface", "dlib"], default="vggface",
-                   help="vggface: the paper's 4096-D fc7 (needs --vggface-weights); dlib: 128-D, real shipped weights")
-    p.add_argument("--vggface-weights", metavar="PATH_OR_URI|random",
-                   help="keras-vggface rcmalli_vggface_tf_vgg16.h5 (local or s3://); 'random' = deterministic "
-                        "random weights, a stand-in for tests and demos, recorded as such in the manifest")
-    p.add_argument("--split-by", choices=["ytid", "clip"], default="ytid",
-                   help="hash key for the train/val split; ytid keeps all segments of a video in one split")
+    p.add_argument(
+        "--url-template",
+        default=DEFAULT_URL_TEMPLATE,
+        help="video URL with {ytid}; tests and the demo use http://127.0.0.1:PORT/{ytid}.mp4",
+    )
+    p.add_argument(
+        "--face-embedder",
+        choices=["vggface", "dlib"],
+        default="vggface",
+        help="vggface: the paper's 4096-D fc7 (needs --vggface-weights); dlib: 128-D, real shipped weights",
+    )
+    p.add_argument(
+        "--vggface-weights",
+        metavar="PATH_OR_URI|random",
+        help="keras-vggface rcmalli_vggface_tf_vgg16.h5 (local or s3://); 'random' = deterministic "
+        "random weights, a stand-in for tests and demos, recorded as such in the manifest",
+    )
+    p.add_argument(
+        "--split-by",
+        choices=["ytid", "clip"],
+        default="ytid",
+        help="hash key for the train/val split; ytid keeps all segments of a video in one split",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of keys that go to 'val'")
     p.add_argument("--split-name", help="put every row in this split instead (e.g. 'test' for AVSpeech's test CSV)")
     p.add_argument("--limit", type=int, help="process only the first N rows of the CSV")
     p.add_argument("--retry-failures", action="store_true", help="retry clips that failed in an earlier run")
     p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
     p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
-    p.add_argument("--gpu-actors", type=int,
-                   help="feature actors; set it to ask for GPUs even before the autoscaler has started a GPU node "
-                        "(default: one per GPU in the cluster now, or 1 CPU actor when it has none)")
+    p.add_argument(
+        "--gpu-actors",
+        type=int,
+        help="feature actors; set it to ask for GPUs even before the autoscaler has started a GPU node "
+        "(default: one per GPU in the cluster now, or 1 CPU actor when it has none)",
+    )
     p.add_argument("--gpus-per-actor", type=float, default=1.0, help="GPUs per feature actor when GPUs exist")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs reserved by each actor")
     p.add_argument("--batch-size", type=int, default=16, help="clips per feature-stage batch")
     p.add_argument("--frames-per-clip", type=int, default=3, help="frames sampled per clip for the face")
     p.add_argument("--face-model", choices=["hog", "cnn"], default="hog", help="dlib face detector")
-    p.add_argument("--max-face-distance", type=float, default=MAX_DISTANCE,
-                   help="reject a clip whose nearest face centre is farther than this from (x, y), in frame fractions")
-    p.add_argument("--socket-timeout", dest="socket_timeout_s", type=float, default=20.0,
-                   help="seconds without data before a download attempt fails")
+    p.add_argument(
+        "--max-face-distance",
+        type=float,
+        default=MAX_DISTANCE,
+        help="reject a clip whose nearest face centre is farther than this from (x, y), in frame fractions",
+    )
+    p.add_argument(
+        "--socket-timeout",
+        dest="socket_timeout_s",
+        type=float,
+        default=20.0,
+        help="seconds without data before a download attempt fails",
+    )
     p.add_argument("--download-retries", type=int, default=2, help="retries per download, with backoff")
     return p
 
@@ -101,8 +127,9 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     config = PreprocessConfig(**vars(args))
     if config.face_embedder == "vggface" and not config.vggface_weights:
         build_parser().error(
-            "--face-embedder vggface needs --vggface-weights PATH_OR_URI (keras-vggface's rcmalli_vggface_tf_vgg16.h5). "
-            "No package ships VGG-Face weights; for a test or demo pass --vggface-weights random, or use --face-embedder dlib."
+            "--face-embedder vggface needs --vggface-weights PATH_OR_URI "
+            "(keras-vggface's rcmalli_vggface_tf_vgg16.h5). No package ships VGG-Face weights; "
+            "for a test or demo pass --vggface-weights random, or use --face-embedder dlib."
         )
     return config
 
@@ -164,8 +191,10 @@ def run(config: PreprocessConfig) -> dict:
     if storage.exists(manifest_uri):
         previous = storage.read_json(manifest_uri)["embedder"]
         if (previous["name"], previous["weights_sha256"]) != (embedder["name"], embedder["weights_sha256"]):
-            raise SystemExit(f"{config.out} already holds clips embedded by {previous['name']} "
-                             f"({previous['weights_sha256'][:12]}); use a new --out for {embedder['name']}.")  # fmt: skip
+            raise SystemExit(
+                f"{config.out} already holds clips embedded by {previous['name']} "
+                f"({previous['weights_sha256'][:12]}); use a new --out for {embedder['name']}."
+            )
 
     text = storage.read_bytes(config.csv).decode("utf-8", errors="replace")
     lines = text.splitlines()[: config.limit] if config.limit else text.splitlines()
@@ -250,8 +279,13 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
     cpu = pd.DataFrame(list(clips["cpu_s"])) if len(clips) else pd.DataFrame(columns=list(stages.CPU_STAGES))
     return {
         "config": {k: v for k, v in asdict(config).items() if k != "extra"},
-        "versions": {"speech2face": __version__, "python": platform.python_version(), "ray": ray.__version__,
-                     "torch": torch.__version__, "yt_dlp": yt_dlp.version.__version__},
+        "versions": {
+            "speech2face": __version__,
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+            "yt_dlp": yt_dlp.version.__version__,
+        },
         "embedder": embedder,
         "counts": {
             "clips": len(clips),

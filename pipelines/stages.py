@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import resource
-import time
 import tempfile
+import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -117,7 +117,7 @@ class FaceStage:
 
     def _face(self, row: dict) -> dict:
         frames = _decode_frames(row.pop("frames"))
-        samples = list(zip(row["frame_times"], frames))
+        samples = list(zip(row["frame_times"], frames, strict=True))
         try:  # without upsampling dlib finds faces of ~80 px and up at a third of the CPU ...
             crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=0)
         except faces.FaceError:  # ... and upsampling once finds the smaller ones

@@ -66,9 +66,7 @@ def decode_audio(
     if result.returncode != 0:
         if "does not contain any stream" in stderr or "matches no streams" in stderr:
             raise AudioError(f"{path}: the file has no audio stream")
-        raise AudioError(
-            f"{path}: ffmpeg could not decode the file (corrupt or unsupported format): {stderr[-500:]}"
-        )
+        raise AudioError(f"{path}: ffmpeg could not decode the file (corrupt or unsupported format): {stderr[-500:]}")
     samples = np.frombuffer(result.stdout, dtype="<f4").astype(np.float32)
     return samples[: int(round(max_seconds * SAMPLE_RATE))]
 
@@ -87,9 +85,7 @@ def load_audio_with_duration(path: str | Path, start: float = 0.0) -> tuple[np.n
     wave = decode_audio(path, start=start, max_seconds=CLIP_SECONDS)
     seconds = wave.size / SAMPLE_RATE
     if seconds < MIN_SECONDS:
-        raise AudioError(
-            f"{path}: {seconds:.2f} s of audio from start={start:g} s, need >= {MIN_SECONDS:g} s"
-        )
+        raise AudioError(f"{path}: {seconds:.2f} s of audio from start={start:g} s, need >= {MIN_SECONDS:g} s")
     peak = float(np.max(np.abs(wave)))
     if not np.isfinite(peak):
         raise AudioError(f"{path}: decoded audio contains NaN or infinite samples")

@@ -11,8 +11,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from speech2face.hashing import sha256_file
 from speech2face.faces import CROP_MARGIN, CROP_SIZE, face_box_in_crop, face_recognition_module
+from speech2face.hashing import sha256_file
 
 EMBEDDER_NAMES = ("dlib", "vggface")
 
@@ -78,9 +78,7 @@ class DlibFace:
         return features
 
 
-def make_embedder(
-    name: str, weights: str | None = None, allow_random: bool = False, device=None
-) -> FaceEmbedder:
+def make_embedder(name: str, weights: str | None = None, allow_random: bool = False, device=None) -> FaceEmbedder:
     """The embedder called ``name``: "dlib" (128-D, CPU, weights shipped) or "vggface" (4096-D fc7, torch).
 
     ``weights``, ``allow_random`` and ``device`` are for vggface; dlib uses its shipped model on the CPU.

@@ -1,4 +1,5 @@
 """Content hashes that identify files (model weights) in manifests and caches."""
+
 import hashlib
 import os
 

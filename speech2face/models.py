@@ -46,7 +46,7 @@ def _scaled_convs(divisor: int) -> tuple[ConvSpec, ...]:
     )  # fmt: skip
     return tuple(
         ConvSpec(channels=width // divisor, stride=stride, relu_bn=relu_bn, time_pool=pool)
-        for width, (stride, relu_bn, pool) in zip(paper_widths, layout)
+        for width, (stride, relu_bn, pool) in zip(paper_widths, layout, strict=True)
     )
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ContextManager
 
 import torch
 from torch import nn
@@ -46,7 +45,7 @@ class FastPathChoice:
     compile: bool
     reason: str
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager:
         """A fresh autocast context for one forward pass and loss (a no-op in fp32)."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -78,7 +77,7 @@ def choose_fast_path(device: torch.device | str, amp: str = "auto", compile: boo
 
 def fast_path(
     model: nn.Module, device: torch.device | str, amp: str = "auto", compile: bool = False
-) -> tuple[nn.Module, Callable[[], ContextManager]]:
+) -> tuple[nn.Module, Callable[[], contextlib.AbstractContextManager]]:
     """Move ``model`` to ``device`` in the fast layout and return ``(model, autocast)``.
 
     ``autocast()`` makes a fresh context to wrap each forward pass and loss. With ``compile=True`` the

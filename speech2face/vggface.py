@@ -7,6 +7,7 @@ Weights come from keras-vggface's ``rcmalli_vggface_tf_vgg16.h5`` (Keras weights
 supplies: no package ships VGG-Face weights. ``VGGFaceEmbedder(allow_random=True)`` gives a seeded random
 stand-in for tests and demos; its features mean nothing about faces.
 """
+
 import os
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def read_keras_vggface_h5(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             weight_names = _as_names(group.attrs.get("weight_names", []))
             if len(weight_names) != 2:
                 raise ValueError(f"{path}: layer {name!r} holds weights {weight_names}; expected a kernel and a bias")
-            for weight_name, expected in zip(weight_names, _keras_shapes(getattr(reference, name))):
+            for weight_name, expected in zip(weight_names, _keras_shapes(getattr(reference, name)), strict=True):
                 found = group[weight_name].shape
                 if found != expected:
                     raise ValueError(

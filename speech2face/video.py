@@ -96,7 +96,7 @@ def sample_frames(
     if duration <= 0:
         raise VideoError(f"nothing to sample: start={start} s is at or past the end of {path} ({file_duration} s)")
     times = [start + duration * (i + 0.5) / count for i in range(count)]
-    return list(zip(times, read_frames(path, times, width, height, timeout)))
+    return list(zip(times, read_frames(path, times, width, height, timeout), strict=True))
 
 
 def read_frames(
@@ -111,7 +111,9 @@ def read_frames(
     for i, time in enumerate(times):
         inputs += ["-ss", f"{time:.6f}", "-i", path]
         chains.append(f"[{i}:v:0]trim=end_frame=1,setpts=PTS-STARTPTS[f{i}]")
-    graph = ";".join(chains) + ";" + "".join(f"[f{i}]" for i in range(len(times))) + f"concat=n={len(times)}:v=1:a=0[out]"
+    graph = (
+        ";".join(chains) + ";" + "".join(f"[f{i}]" for i in range(len(times))) + f"concat=n={len(times)}:v=1:a=0[out]"
+    )
     raw = _run(
         ["ffmpeg", "-nostdin", "-v", "error", *inputs, "-filter_complex", graph, "-map", "[out]",
          "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],

@@ -1,4 +1,5 @@
 """Videos that must fail preprocessing at a known stage, made with ffmpeg, espeak-ng and LFW faces."""
+
 from __future__ import annotations
 
 import subprocess

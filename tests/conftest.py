@@ -1,4 +1,5 @@
 """Shared pytest fixtures: real servers and a real Ray instance, started once per test session."""
+
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -6,6 +6,7 @@ so while keras_vggface is imported, ``keras`` and those submodules point at ``tf
 ``sys.modules`` entries are restored afterwards, so other code still gets Keras 3 from ``import keras``;
 keras_vggface keeps its references to tf_keras.
 """
+
 import importlib
 import sys
 import types

@@ -4,6 +4,7 @@ Each node is a `ray start --block` process in its own process group, so stopping
 kills exactly the processes this module started (never `ray stop`, which would hit every Ray
 on the machine).
 """
+
 from __future__ import annotations
 
 import json

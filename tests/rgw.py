@@ -208,7 +208,7 @@ def _create_keyring(workdir: Path) -> None:
     }
     _run(["ceph-authtool", "--create-keyring", keyring], workdir)
     for name, caps in entities.items():
-        cap_args = [arg for kind, spec in zip(caps[::2], caps[1::2]) for arg in ("--cap", kind, spec)]
+        cap_args = [arg for kind, spec in zip(caps[::2], caps[1::2], strict=True) for arg in ("--cap", kind, spec)]
         _run(["ceph-authtool", keyring, "--gen-key", "-n", name, *cap_args], workdir)
 
 
@@ -271,16 +271,33 @@ def start_rgw(workdir: str | os.PathLike) -> RGWServer:
     def spawn(args: list[str], log_name: str) -> None:
         log = open(workdir / f"{log_name}.stdout.log", "wb")
         server._processes.append(
-            subprocess.Popen(args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             preexec_fn=die_with_parent)
+            subprocess.Popen(
+                args,
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
         )
         log.close()
 
     ceph = ["ceph", "-c", conf, "--connect-timeout", "20"]
     try:
         _create_keyring(workdir)
-        _run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a", f"[v2:127.0.0.1:{mon_port}]",
-              str(workdir / "monmap")], workdir)
+        _run(
+            [
+                "monmaptool",
+                "--create",
+                "--fsid",
+                fsid,
+                "--addv",
+                "a",
+                f"[v2:127.0.0.1:{mon_port}]",
+                str(workdir / "monmap"),
+            ],
+            workdir,
+        )
         _run(["ceph-mon", "-c", conf, "--mkfs", "-i", "a", "--monmap", str(workdir / "monmap")], workdir)
         spawn(["ceph-mon", "-c", conf, "-f", "-i", "a"], "mon.a")
         _run([*ceph, "osd", "new", osd_uuid, "0"], workdir)
@@ -289,8 +306,20 @@ def start_rgw(workdir: str | os.PathLike) -> RGWServer:
         spawn(["ceph-osd", "-c", conf, "-f", "-i", "0"], "osd.0")
         spawn(["radosgw", "-c", conf, "-f", "-n", "client.rgw"], "client.rgw")
         _wait_for_http(server.endpoint, deadline, server._processes)
-        _run(["radosgw-admin", "-c", conf, "user", "create", "--uid=test", "--display-name=test",
-              f"--access-key={server.access_key}", f"--secret={server.secret_key}"], workdir)
+        _run(
+            [
+                "radosgw-admin",
+                "-c",
+                conf,
+                "user",
+                "create",
+                "--uid=test",
+                "--display-name=test",
+                f"--access-key={server.access_key}",
+                f"--secret={server.secret_key}",
+            ],
+            workdir,
+        )
         _warm_up(server)
     except BaseException as error:
         server.stop()

@@ -1,4 +1,5 @@
 """A loopback HTTP server for tests: serves a directory, and never answers for chosen file names."""
+
 from __future__ import annotations
 
 import contextlib

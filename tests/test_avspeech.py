@@ -1,4 +1,5 @@
 """AVSpeech CSV parsing: validation, deterministic clip ids and splits."""
+
 import math
 
 from speech2face.avspeech import clip_id, parse_csv, split_of
@@ -9,7 +10,11 @@ GOOD = "abcdefghijk,1.5,7.5,0.5,0.4\nabcdefghijk,8,12.25,0.5,0.4\nZYXWVUTSRQ_,0,
 def test_parses_rows_in_order_with_deterministic_ids():
     segments, failures = parse_csv(GOOD)
     assert failures == []
-    assert [s.clip_id for s in segments] == ["abcdefghijk_1.500_7.500", "abcdefghijk_8.000_12.250", "ZYXWVUTSRQ__0.000_6.000"]
+    assert [s.clip_id for s in segments] == [
+        "abcdefghijk_1.500_7.500",
+        "abcdefghijk_8.000_12.250",
+        "ZYXWVUTSRQ__0.000_6.000",
+    ]
     assert (segments[0].start, segments[0].end, segments[0].x, segments[0].y) == (1.5, 7.5, 0.5, 0.4)
     assert clip_id("abcdefghijk", 1.5, 7.5) == segments[0].clip_id
 

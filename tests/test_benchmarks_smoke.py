@@ -1,4 +1,5 @@
 """The training-step benchmark runs, and its FLOP count is the model's (no timing assertions)."""
+
 import json
 
 from benchmarks.train_step import count_step_flops, main
@@ -10,7 +11,8 @@ def analytic_step_flops(preset: str, batch_size: int, num_frames: int = 598) -> 
     conv1 needs no input gradient; the frozen fc8 runs on target and prediction, with input gradient only."""
     spec = PRESETS[preset]
     total, in_channels, time, freq = 0, 2, num_frames, 257
-    for index, (conv, (pooled_time, out_freq)) in enumerate(zip(spec.convs, feature_shapes(preset, num_frames))):
+    layers = zip(spec.convs, feature_shapes(preset, num_frames), strict=True)
+    for index, (conv, (pooled_time, out_freq)) in enumerate(layers):
         out_time = (time - conv.kernel) // conv.stride + 1
         forward = 2 * batch_size * out_time * out_freq * conv.channels * in_channels * conv.kernel**2
         total += forward * (2 if index == 0 else 3)

@@ -1,4 +1,5 @@
 """`ray job submit --working-dir .` on a real two-node Ray cluster: preprocess into S3, then train."""
+
 import os
 import subprocess
 import sys
@@ -49,7 +50,9 @@ def job_logs(cluster, submission_id: str) -> str:
 
 
 def nodes_of_job_actors(cluster, job_id: str) -> set[str]:
-    actors = cluster.get(f"/api/v0/actors?limit=1000&detail=1&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}")
+    actors = cluster.get(
+        f"/api/v0/actors?limit=1000&detail=1&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
+    )
     return {actor["node_id"] for actor in actors["data"]["result"]["result"]}
 
 

@@ -1,4 +1,5 @@
 """The domain core must stay importable without Ray (design: thin Ray layers on a Ray-free core)."""
+
 import json
 import subprocess
 import sys

@@ -40,8 +40,13 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     assert f"Report: {out}/REPORT.md" in first.stdout
     assert "Ray dashboard: http://127.0.0.1:" in first.stdout
     report = (out / "REPORT.md").read_text()
-    for heading in ("## Preprocessing (Ray Data)", "## Training (Ray Train, preset tiny)", "## Sweep (Ray Tune, 2 trials",
-                    "## Retrieval on held-out speakers", "## Time per step"):  # fmt: skip
+    for heading in (
+        "## Preprocessing (Ray Data)",
+        "## Training (Ray Train, preset tiny)",
+        "## Sweep (Ray Tune, 2 trials",
+        "## Retrieval on held-out speakers",
+        "## Time per step",
+    ):
         assert heading in report
     assert "| clips written | 16 (100.0 %) |" in report  # 8 speakers x 2 clips, all of them
     assert re.search(r"CPU seconds per clip: \*\*\d+\.\d{3}\*\*", report)

@@ -19,8 +19,21 @@ from speech2face.audio import NUM_SAMPLES, SAMPLE_RATE, decode_audio, load_audio
 from speech2face.avspeech import YTID_PATTERN, parse_csv
 from speech2face.faces import choose_face, detect_faces, face_distance
 from speech2face.synth.corpus import (
-    FACE_SIZE, MANIFEST_NAME, TEST_CSV, TRAIN_CSV, VOICE_AXES_FILE, VOICE_VARIANTS, CorpusConfig, VoiceParams,
-    existing_corpus, face_descriptor, fit_voice_axes, generate_corpus, make_ytid, plan_corpus, voice_for_face,
+    FACE_SIZE,
+    MANIFEST_NAME,
+    TEST_CSV,
+    TRAIN_CSV,
+    VOICE_AXES_FILE,
+    VOICE_VARIANTS,
+    CorpusConfig,
+    VoiceParams,
+    existing_corpus,
+    face_descriptor,
+    fit_voice_axes,
+    generate_corpus,
+    make_ytid,
+    plan_corpus,
+    voice_for_face,
 )  # fmt: skip
 from speech2face.synth.faces import detectable_faces
 from speech2face.synth.server import serve_directory, url_template

@@ -1,4 +1,5 @@
 """yt-dlp segment downloads against a real loopback HTTP server."""
+
 import subprocess
 import time
 import urllib.request
@@ -55,7 +56,10 @@ def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
     path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site))  # keyframes at 2 and 4 s, not at 3.3
     original, _ = urllib.request.urlretrieve(f"{site}/{NOISY}.mp4", tmp_path / "original.mp4")
     segment, reference = decode_audio(path, 0.0, 4.0), decode_audio(original, 3.3, 4.0)
-    assert abs(segment.size - reference.size) <= 16 and np.corrcoef(segment[:16000 * 4], reference[:16000 * 4])[0, 1] > 0.99
+    assert (
+        abs(segment.size - reference.size) <= 16
+        and np.corrcoef(segment[: 16000 * 4], reference[: 16000 * 4])[0, 1] > 0.99
+    )
     width, height, seconds = probe_video(str(path))
     assert seconds == pytest.approx(4.2, abs=0.05)
     frame, expected = read_frame(str(path), 1.0, width, height), read_frame(str(original), 4.3, width, height)

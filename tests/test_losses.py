@@ -1,4 +1,5 @@
 """Losses against hand-computed values, and their behaviour at the edges."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Retrieval metrics against a brute-force reference, ties, block sizes, chance and Wilson intervals."""
+
 import numpy as np
 import pytest
 import torch

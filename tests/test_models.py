@@ -1,4 +1,5 @@
 """The voice encoder: the paper's exact architecture, any duration, and a tiny preset that learns."""
+
 import json
 
 import pytest

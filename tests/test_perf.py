@@ -1,4 +1,5 @@
 """The training fast path: bf16 only where the hardware has it, channels_last, fused Adam, FC1 in fp32."""
+
 import pytest
 import torch
 

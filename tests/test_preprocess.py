@@ -2,6 +2,7 @@
 
 One pipeline run over the small corpus plus a set of bad inputs feeds most tests in this module.
 """
+
 import io
 
 import numpy as np
@@ -49,12 +50,22 @@ def bad_rows(small_corpus):
     rows = [
         ("missingvid1,1,6,0.5,0.5", "missingvid1_1.000_6.000", "download"),  # 404
         ("stalled0001,1,6,0.5,0.5", "stalled0001_1.000_6.000", "download"),  # server never answers
-        *[(f"{ytid},1,6,0.5,0.5", f"{ytid}_1.000_6.000", stage) for ytid, stage in expected.items() if ytid != "nofacevid01"],
+        *[
+            (f"{ytid},1,6,0.5,0.5", f"{ytid}_1.000_6.000", stage)
+            for ytid, stage in expected.items()
+            if ytid != "nofacevid01"
+        ],
         ("nofacevid01,0.5,3.5,0.5,0.5", "nofacevid01_0.500_3.500", "face"),
-        (f"{good['ytid']},{seg['start']:.3f},{seg['start'] + 0.5:.3f},{good['x']},{good['y']}",
-         f"{good['ytid']}_{seg['start']:.3f}_{seg['start'] + 0.5:.3f}", "decode"),  # under 1 s of audio
-        (f"{good['ytid']},{seg['start'] + 0.01:.3f},{seg['end']:.3f},{far_x},{far_y}",
-         f"{good['ytid']}_{seg['start'] + 0.01:.3f}_{seg['end']:.3f}", "face"),  # face far from (x, y)
+        (
+            f"{good['ytid']},{seg['start']:.3f},{seg['start'] + 0.5:.3f},{good['x']},{good['y']}",
+            f"{good['ytid']}_{seg['start']:.3f}_{seg['start'] + 0.5:.3f}",
+            "decode",
+        ),  # under 1 s of audio
+        (
+            f"{good['ytid']},{seg['start'] + 0.01:.3f},{seg['end']:.3f},{far_x},{far_y}",
+            f"{good['ytid']}_{seg['start'] + 0.01:.3f}_{seg['end']:.3f}",
+            "face",
+        ),  # face far from (x, y)
         ("abcdefghijk,1,5", "line", "parse"),  # missing column
         ("abcdefghijk,one,5,0.5,0.5", "line", "parse"),  # non-numeric time
         ("abcdefghijk,5,5,0.5,0.5", "line", "parse"),  # end <= start

@@ -1,4 +1,5 @@
 """Preprocessing where a user runs it: on S3 (real Ceph RGW), on a GPU node, and after being killed."""
+
 import json
 import os
 import signal

@@ -44,11 +44,13 @@ def test_parquet_round_trip_through_resolve_is_bit_exact(root):
     special = np.array([np.nan, -0.0, np.inf, -np.inf, np.float32(1e-45), 3.4028235e38, 1 / 3], np.float32)
     rng = np.random.default_rng(0)
     values = np.concatenate([special, rng.standard_normal(1000).astype(np.float32)])
-    table = pa.table({
-        "clip_id": [f"clip{i:04d}" for i in range(len(values))],
-        "value": values,
-        "raw": [value.tobytes() for value in values],
-    })
+    table = pa.table(
+        {
+            "clip_id": [f"clip{i:04d}" for i in range(len(values))],
+            "value": values,
+            "raw": [value.tobytes() for value in values],
+        }
+    )
     storage.makedirs(storage.join(root, "clips"))
     filesystem, path = storage.resolve(storage.join(root, "clips", "part-0.parquet"))
 
@@ -68,7 +70,12 @@ def test_list_files_recursive_sorted_with_suffix_filter(root):
 
     everything = storage.list_files(root)
     assert everything == [storage.join(root, n) for n in ["a.json", "b/1.parquet", "b/2.parquet", "b/c/3.parquet"]]
-    assert [storage.read_bytes(uri) for uri in everything] == [b"a.json", b"b/1.parquet", b"b/2.parquet", b"b/c/3.parquet"]
+    assert [storage.read_bytes(uri) for uri in everything] == [
+        b"a.json",
+        b"b/1.parquet",
+        b"b/2.parquet",
+        b"b/c/3.parquet",
+    ]
     assert storage.list_files(root, suffix=".parquet") == everything[1:]
     assert storage.list_files(storage.join(root, "b", "c")) == [storage.join(root, "b/c/3.parquet")]
     assert storage.list_files(storage.join(root, "nothing-here")) == []

@@ -24,8 +24,8 @@ from tuning.sweep import build_parser, check_fits, concurrent_trials
 
 pytestmark = pytest.mark.timeout(900)
 
-SWEEP = ["--preset", "tiny", "--batch-size", "2", "--cpus-per-worker", "1", "--max-concurrent-trials", "1", "--cache-data",
-         "--metric", "val_l2norm", "--mode", "min", "--seed", "0"]  # fmt: skip
+SWEEP = ["--preset", "tiny", "--batch-size", "2", "--cpus-per-worker", "1", "--max-concurrent-trials", "1",
+         "--cache-data", "--metric", "val_l2norm", "--mode", "min", "--seed", "0"]  # fmt: skip
 GOOD = {"lr": 1e-3, "loss_l2norm": 0.025, "loss_l1": 0.0}
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from speech2face import storage
 from demo.run import COMMON_FLAGS
+from speech2face import storage
 from tests.test_train import _check, _run, make_dataset, read_metrics
 
 pytestmark = pytest.mark.timeout(1800)  # the module's fixtures make a 270-clip dataset and train on it

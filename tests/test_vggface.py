@@ -1,4 +1,5 @@
 """The torch VGG-Face port against the real keras-vggface vgg16 (tf_keras), with weights written by Keras itself."""
+
 import hashlib
 from types import SimpleNamespace
 
@@ -11,7 +12,6 @@ import tf_keras
 import torch
 from PIL import Image
 
-from tests.keras_vggface_compat import build_reference_vggface, preprocess_input
 from speech2face.embedders import make_embedder
 from speech2face.vggface import (
     NUM_PARAMETERS,
@@ -21,6 +21,7 @@ from speech2face.vggface import (
     preprocess,
     read_keras_vggface_h5,
 )
+from tests.keras_vggface_compat import build_reference_vggface, preprocess_input
 
 PARITY_TOLERANCE = 1e-3
 
@@ -143,7 +144,7 @@ def _write_weights_h5(path, layers: dict[str, tuple[tuple[int, ...], tuple[int, 
             group = h5.create_group(name)
             weight_names = [f"{name}/kernel:0", f"{name}/bias:0"]
             group.attrs["weight_names"] = np.array(weight_names, dtype="S")
-            for weight_name, shape in zip(weight_names, shapes):
+            for weight_name, shape in zip(weight_names, shapes, strict=True):
                 group.create_dataset(weight_name, data=np.zeros(shape, np.float32))
 
 

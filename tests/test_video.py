@@ -29,7 +29,7 @@ def encode_mp4(path, frames, fps=FPS, audio=False, extra_args=()):
 def second_frames():
     """One composed frame per second: a different LFW face at FACE_X[k], y=0.5."""
     indices = detectable_faces()[:3]
-    return [compose_frame([(face_rgb(index), x, 0.5)]) for index, x in zip(indices, FACE_X)]
+    return [compose_frame([(face_rgb(index), x, 0.5)]) for index, x in zip(indices, FACE_X, strict=True)]
 
 
 @pytest.fixture(scope="module")

@@ -115,23 +115,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-decay-steps", type=int, default=d.lr_decay_steps, help="optimiser steps per decay")
     p.add_argument("--loss-l2norm", type=float, default=d.loss_l2norm, help="weight of the normalised L2 loss")
     p.add_argument("--loss-l1", type=float, default=d.loss_l1, help="weight of the L1 loss")
-    p.add_argument("--loss-distill", type=float, default=d.loss_distill,
-                   help="weight of the VGG-Face fc8 distillation loss (vggface data only)")
+    p.add_argument(
+        "--loss-distill",
+        type=float,
+        default=d.loss_distill,
+        help="weight of the VGG-Face fc8 distillation loss (vggface data only)",
+    )
     p.add_argument("--temperature", type=float, default=d.temperature, help="distillation temperature T")
-    p.add_argument("--amp", choices=AMP_MODES, default=d.amp,
-                   help="autocast dtype; auto = bf16 on GPU, off on CPU; fp16 adds a GradScaler")
+    p.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=d.amp,
+        help="autocast dtype; auto = bf16 on GPU, off on CPU; fp16 adds a GradScaler",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation and shuffling")
-    p.add_argument("--vggface-weights", metavar="PATH_OR_URI|random",
-                   help="VGG-Face weights for the distillation head; must be those the data was embedded with "
-                   "(default: the path recorded in the data's manifest)")
-    p.add_argument("--gallery-by", choices=GALLERY_MODES, default=d.gallery_by,
-                   help="val gallery: one face per video (ytid) or one per clip (the seed's protocol)")
-    p.add_argument("--crop-frames", type=int, default=None,
-                   help="train on random crops of this many spectrogram frames (faster; val uses full clips)")
+    p.add_argument(
+        "--vggface-weights",
+        metavar="PATH_OR_URI|random",
+        help="VGG-Face weights for the distillation head; must be those the data was embedded with "
+        "(default: the path recorded in the data's manifest)",
+    )
+    p.add_argument(
+        "--gallery-by",
+        choices=GALLERY_MODES,
+        default=d.gallery_by,
+        help="val gallery: one face per video (ytid) or one per clip (the seed's protocol)",
+    )
+    p.add_argument(
+        "--crop-frames",
+        type=int,
+        default=None,
+        help="train on random crops of this many spectrogram frames (faster; val uses full clips)",
+    )
     p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="local shuffle buffer, rows per worker")
-    p.add_argument("--cache-data", action="store_true",
-                   help="read the data once into Ray's object store (one shared copy) instead of every epoch; "
-                   "saves seconds per epoch on small datasets that fit in memory")
+    p.add_argument(
+        "--cache-data",
+        action="store_true",
+        help="read the data once into Ray's object store (one shared copy) instead of every epoch; "
+        "saves seconds per epoch on small datasets that fit in memory",
+    )
     p.add_argument("--max-failures", type=int, default=d.max_failures, help="worker failures to retry")
     p.add_argument("--fail-at-step", type=int, default=None, help=argparse.SUPPRESS)  # test-only fault injection
     return p  # fmt: skip

@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="preprocess output (local dir or s3://)")
     p.add_argument("--model", required=True, help="model.safetensors of a training run")
     p.add_argument("--split", default="test", help="split to evaluate (test, val or train)")
-    p.add_argument("--gallery-by", choices=["ytid", "clip"], default="ytid",
-                   help="ytid: one face per video (default); clip: one per clip, the seed's protocol")
+    p.add_argument(
+        "--gallery-by",
+        choices=["ytid", "clip"],
+        default="ytid",
+        help="ytid: one face per video (default); clip: one per clip, the seed's protocol",
+    )
     p.add_argument("--gallery-size", type=int, help="evaluate against a random gallery of this many faces")
     p.add_argument("--seed", type=int, default=0, help="seed for --gallery-size sampling")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
@@ -68,7 +72,7 @@ def retrieval_figure(rows: dict, queries, gallery_rows, targets, gallery_feature
     gallery = np.asarray(gallery_features, dtype=np.float64)
     gallery_unit = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)  # cosine, as in the ranking
     chosen, seen = [], set()
-    for q, target in zip(queries, targets):
+    for q, target in zip(queries, targets, strict=True):
         if target not in seen:
             chosen.append((q, target))
             seen.add(target)
@@ -104,7 +108,7 @@ def evaluate(args) -> dict:
         "gallery_size": len(gallery_rows), "queries": len(queries), "model_info": meta,
         "median_rank": float(np.median(ranks)), "mean_rank": float(np.mean(ranks)), "recall": table,
         "per_query": [{"clip_id": rows["clip_id"][q], "ytid": rows["ytid"][q], "rank": int(r)}
-                      for q, r in zip(queries, ranks)],
+                      for q, r in zip(queries, ranks, strict=True)],
     }  # fmt: skip
     storage.write_json(storage.join(out, "eval.json"), report)
     png = retrieval_figure(rows, queries, gallery_rows, targets, gallery_features)

@@ -73,6 +73,7 @@ def _restore(model, optimizer, scheduler, scaler) -> dict:
     if checkpoint is None:
         return {"epoch": 0, "global_step": 0, "history": []}
     with checkpoint.as_directory() as directory:
+
         def load(name: str):
             return torch.load(os.path.join(directory, name), map_location="cpu", weights_only=True)
 
@@ -134,7 +135,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, weights, classifie
     totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
-    means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist())}
+    means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
     return means, step
 
 
@@ -152,7 +153,7 @@ def _validate(config, model, weights, classifier, device) -> dict:
     model.train()
     prediction, face = torch.cat(predictions), torch.cat(faces)
     losses = total_loss(prediction, face, weights, classifier)
-    group = (ytid_keys if config.gallery_by == "ytid" else clip_keys)
+    group = ytid_keys if config.gallery_by == "ytid" else clip_keys
     ranks, gallery_size = retrieval_ranks(prediction.cpu(), face.cpu(), torch.cat(group).numpy(),
                                           torch.cat(clip_keys).numpy(), config.gallery_by)  # fmt: skip
     metrics = {f"val_{'loss' if k == 'total' else k}": float(v) for k, v in losses.items()}

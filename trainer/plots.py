@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def face_grid_png(rows: list[dict], title: str = "") -> bytes:
     """One row per query: ``{"label": str, "faces": [(jpeg bytes, caption, is_true)]}``; true ones framed green."""
     columns = max(len(row["faces"]) for row in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.1 * len(rows)), squeeze=False)
-    for axis_row, row in zip(axes, rows):
+    for axis_row, row in zip(axes, rows, strict=True):
         for column, axis in enumerate(axis_row):
             axis.set_xticks([])
             axis.set_yticks([])

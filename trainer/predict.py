@@ -66,8 +66,9 @@ def predict(args) -> dict:
         rows = read_rows(args.gallery, args.gallery_split, ["ytid", "face_feature", "face_jpeg"])
         matches = top_faces(feature.astype(np.float64), rows, args.gallery_by, args.top)
         for match in matches:
-            print(f"#{match['rank']:<3} {match['clip_id']:<28} ytid {match['ytid']}  "
-                  f"similarity {match['similarity']:.4f}")
+            print(
+                f"#{match['rank']:<3} {match['clip_id']:<28} ytid {match['ytid']}  similarity {match['similarity']:.4f}"
+            )
         faces = [(rows["face_jpeg"][m["row"]], f"#{m['rank']} {m['ytid']} ({m['similarity']:.3f})", False)
                  for m in matches]  # fmt: skip
         png = plots.face_grid_png([{"label": name, "faces": faces}], title=f"faces nearest to the voice in {name}")

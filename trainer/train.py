@@ -110,8 +110,9 @@ def build_trainer(config: TrainConfig, run_config_overrides: dict | None = None,
         storage_filesystem=filesystem,
         failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
         # keeps the best checkpoint by val R@10, and Ray always keeps the latest one too
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_r10",
-                                                     checkpoint_score_order="max"),  # fmt: skip
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute="val_r10", checkpoint_score_order="max"
+        ),  # fmt: skip
         **overrides,
     )
     from trainer.loop import train_loop_per_worker
@@ -119,8 +120,9 @@ def build_trainer(config: TrainConfig, run_config_overrides: dict | None = None,
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                               resources_per_worker={"CPU": config.cpus_per_worker}),  # fmt: skip
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": config.cpus_per_worker}
+        ),  # fmt: skip
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         datasets=split_datasets(config.data, seed=config.seed, cache=config.cache_data),
         dataset_config=data_config(),

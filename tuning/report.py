@@ -11,7 +11,6 @@ import shlex
 from speech2face import storage
 from tuning.space import FLAGS, LOG_SCALE, train_flags
 
-
 TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")  # Tune's trial ids; a trial's directory name holds its id
 FINISHED = ("TERMINATED", "ERROR")
 
@@ -95,18 +94,20 @@ def sweep_png(rows: list[dict], args) -> bytes:
     figure, axes = plt.subplots(1, len(params) + 1, figsize=(3.6 * (len(params) + 1), 3.4), squeeze=False)
     colours = {"TERMINATED": "tab:blue", "STOPPED_EARLY": "tab:orange", "ERROR": "tab:red", "INTERRUPTED": "tab:gray"}
     metric = f"{args.metric}_best"
-    for axis, name in zip(axes[0], params):
+    for axis, name in zip(axes[0], params, strict=False):  # the last axis is the learning curves
         for status, colour in colours.items():
             points = [(r[name], r[metric]) for r in rows if r["status"] == status and math.isfinite(r[metric])]
             if points:
-                axis.scatter(*zip(*points), color=colour, label=status.lower().replace("_", " "))
+                axis.scatter(*zip(*points, strict=True), color=colour, label=status.lower().replace("_", " "))
         axis.set_xscale("log" if name in LOG_SCALE else "linear")
         axis.set_xlabel(name)
         axis.set_ylabel(f"best {args.metric}")
     curves = axes[0][-1]
     for row in rows:
         if row["curve"]:
-            curves.plot(range(1, len(row["curve"]) + 1), row["curve"], marker="o", color=colours[row["status"]], alpha=0.7)
+            curves.plot(
+                range(1, len(row["curve"]) + 1), row["curve"], marker="o", color=colours[row["status"]], alpha=0.7
+            )
     curves.set_xlabel("epoch")
     curves.set_ylabel(args.metric)
     curves.set_title("per-epoch curves")

@@ -53,22 +53,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="clips per step per worker")
     p.add_argument("--epochs", type=int, default=10, help="epochs per trial at most (ASHA's max_t)")
     p.add_argument("--num-samples", type=int, default=8, help="number of trials")
-    p.add_argument("--workers-per-trial", "--num-workers", dest="workers_per_trial", type=int, default=1,
-                   help="Ray Train DDP workers per trial")
+    p.add_argument(
+        "--workers-per-trial",
+        "--num-workers",
+        dest="workers_per_trial",
+        type=int,
+        default=1,
+        help="Ray Train DDP workers per trial",
+    )
     p.add_argument("--use-gpu", action="store_true", help="trials train on GPUs")
     p.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs per training worker with --use-gpu")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per training worker")
-    p.add_argument("--max-concurrent-trials", type=int,
-                   help="default: as many trials as the cluster's GPUs (or CPUs) can run at once")
-    p.add_argument("--search", choices=["random"], default="random",
-                   help="random search (Optuna is not a dependency of this project)")
+    p.add_argument(
+        "--max-concurrent-trials",
+        type=int,
+        help="default: as many trials as the cluster's GPUs (or CPUs) can run at once",
+    )
+    p.add_argument(
+        "--search",
+        choices=["random"],
+        default="random",
+        help="random search (Optuna is not a dependency of this project)",
+    )
     p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="ASHA stops poor trials early")
     p.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA keeps the top 1/this at each rung")
-    p.add_argument("--metric", default="val_r10",
-                   help="metric reported by trainer.train to optimise: val_r1/5/10, or the unweighted val_l2norm or "
-                   "val_l1 (with --mode min) on a val gallery too small for R@K; not val_loss, which the swept loss "
-                   "weights scale")
+    p.add_argument(
+        "--metric",
+        default="val_r10",
+        help="metric reported by trainer.train to optimise: val_r1/5/10, or the unweighted val_l2norm or "
+        "val_l1 (with --mode min) on a val gallery too small for R@K; not val_loss, which the swept loss "
+        "weights scale",
+    )
     p.add_argument("--mode", choices=METRIC_MODES, default="max")
     p.add_argument("--seed", type=int, default=0, help="seed of the search (and of every trial's training)")
     p.add_argument("--vggface-weights", help="as for trainer.train: the weights the data was embedded with")
@@ -77,13 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-data", action="store_true", help="as for trainer.train: read the data once per trial")
     p.add_argument("--l2norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.l2norm_range)
     p.add_argument("--distill-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.distill_range)
-    p.add_argument("--l1-choices", type=lambda s: tuple(float(v) for v in s.split(",")), default=SearchSpace.l1_choices,
-                   help="comma-separated L1 weights to choose from")
-    p.add_argument("--temperature-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                   default=SearchSpace.temperature_range)
+    p.add_argument(
+        "--l1-choices",
+        type=lambda s: tuple(float(v) for v in s.split(",")),
+        default=SearchSpace.l1_choices,
+        help="comma-separated L1 weights to choose from",
+    )
+    p.add_argument(
+        "--temperature-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.temperature_range
+    )
     p.add_argument("--lr-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.lr_range)
-    p.add_argument("--points-to-evaluate", type=json.loads, default=None, metavar="JSON",
-                   help='trials to run first, e.g. \'[{"lr": 0.001, "loss_l2norm": 0.025, "loss_l1": 0}]\'')
+    p.add_argument(
+        "--points-to-evaluate",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help='trials to run first, e.g. \'[{"lr": 0.001, "loss_l2norm": 0.025, "loss_l1": 0}]\'',
+    )
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep at <storage>/<name>")
     return p  # fmt: skip
 

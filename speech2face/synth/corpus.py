@@ -461,17 +461,41 @@ def _manifest(config: CorpusConfig, plans: list[SpeakerPlan], wall_s: float) -> 
         "config": asdict(config),
         "csv": {"train": TRAIN_CSV, "test": TEST_CSV, "format": "ytid,start,end,x,y (no header, AVSpeech)"},
         "url_template_hint": "http://127.0.0.1:PORT/{ytid}.mp4 (from: python -m pipelines.demo_corpus --serve PORT)",
-        "video": {"width": FRAME_WIDTH, "height": FRAME_HEIGHT, "fps": FPS, "face_size": FACE_SIZE,
-                  "codecs": "h264 yuv420p + aac mono", "audio_rate": AUDIO_RATE},  # fmt: skip
-        "voice_mapping": {"variants": list(VOICE_VARIANTS), "pitch_levels": list(PITCH_LEVELS),
-                          "speed_levels_wpm": list(SPEED_LEVELS)},  # fmt: skip
+        "video": {
+            "width": FRAME_WIDTH,
+            "height": FRAME_HEIGHT,
+            "fps": FPS,
+            "face_size": FACE_SIZE,
+            "codecs": "h264 yuv420p + aac mono",
+            "audio_rate": AUDIO_RATE,
+        },  # fmt: skip
+        "voice_mapping": {
+            "variants": list(VOICE_VARIANTS),
+            "pitch_levels": list(PITCH_LEVELS),
+            "speed_levels_wpm": list(SPEED_LEVELS),
+        },  # fmt: skip
         "generation_wall_s": round(wall_s, 1),
         "speakers": [
-            {"ytid": plan.ytid, "face_index": plan.face_index, "split": plan.split, "voice": plan.voice,
-             "x": plan.x, "y": plan.y, "video": f"{plan.ytid}.mp4", "video_bytes": plan.video_bytes,
-             "segments": [{"start": s.start, "end": s.end, "text": s.text, "distractor_face": s.distractor_face,
-                           "distractor_xy": list(s.distractor_xy) if s.distractor_xy else None}
-                          for s in plan.segments]}
+            {
+                "ytid": plan.ytid,
+                "face_index": plan.face_index,
+                "split": plan.split,
+                "voice": plan.voice,
+                "x": plan.x,
+                "y": plan.y,
+                "video": f"{plan.ytid}.mp4",
+                "video_bytes": plan.video_bytes,
+                "segments": [
+                    {
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "distractor_face": s.distractor_face,
+                        "distractor_xy": list(s.distractor_xy) if s.distractor_xy else None,
+                    }
+                    for s in plan.segments
+                ],
+            }
             for plan in plans
         ],  # fmt: skip
     }

@@ -94,9 +94,7 @@ def no_face_frame(width: int = FRAME_WIDTH, height: int = FRAME_HEIGHT) -> np.nd
     """A frame with texture but no face: a colour gradient with a few LFW non-face patches on it."""
     ramp_x = np.linspace(0, 255, width)[None, :]
     ramp_y = np.linspace(0, 255, height)[:, None]
-    gradient = np.stack(
-        np.broadcast_arrays(ramp_x, ramp_y, (ramp_x + ramp_y) / 2), axis=-1
-    ).astype(np.uint8)
+    gradient = np.stack(np.broadcast_arrays(ramp_x, ramp_y, (ramp_x + ramp_y) / 2), axis=-1).astype(np.uint8)
     patches = [(_grey_to_rgb(lfw_non_faces()[i], 120), x, 0.5) for i, x in ((0, 0.2), (2, 0.5), (4, 0.8))]
     return compose_frame(patches, width, height, background=gradient)
 

@@ -38,9 +38,7 @@ def _require(binary: str, package: str) -> str:
 
 
 def _run(command: list[str], what: str, stdin: str | None = None) -> None:
-    result = subprocess.run(
-        command, input=stdin, capture_output=True, text=True, timeout=ESPEAK_TIMEOUT_S, check=False
-    )
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=ESPEAK_TIMEOUT_S, check=False)
     if result.returncode != 0:
         details = result.stderr.strip()[-500:]
         raise SpeechSynthesisError(f"{what} failed (exit {result.returncode}): {details}")

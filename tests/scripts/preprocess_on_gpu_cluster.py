@@ -3,6 +3,7 @@
 Usage: python -m tests.scripts.preprocess_on_gpu_cluster CSV OUT URL_TEMPLATE
 Prints one JSON line: the GPU node's id, where each FeatureStage actor ran, and the summary.
 """
+
 import json
 import os
 import sys
