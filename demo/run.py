@@ -3,7 +3,7 @@
     python -m demo.run --out demo_output            # what `make demo` runs
 
 Steps: generate the demo corpus -> start a local Ray (with its dashboard) and serve the corpus on
-loopback -> pipelines.preprocess (train and test CSVs) -> trainer.train (preset tiny) -> tuning.sweep
+loopback -> pipelines.preprocess (the train and test CSVs) -> trainer.train (preset tiny) -> tuning.sweep
 (a few short trials) -> trainer.evaluate -> <out>/REPORT.md. Each step is the CLI a user submits
 with `ray job submit`, run as a subprocess that joins this Ray through RAY_ADDRESS.
 
@@ -117,11 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     with serve_directory(corpus_dir) as (_, base_url):
         source = ["--url-template", url_template(base_url), "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
                   "--val-fraction", str(args.val_fraction)]  # fmt: skip
-        steps.run("preprocess (Ray Data)", lambda: (
-            run_cli("pipelines.preprocess", "--csv", str(corpus_dir / TRAIN_CSV), "--out", str(data), *source),
-            run_cli("pipelines.preprocess", "--csv", str(corpus_dir / TEST_CSV), "--split-name", "test",
-                    "--out", str(data), *source),
-        ))  # fmt: skip
+        steps.run("preprocess (Ray Data)", lambda: run_cli(
+            "pipelines.preprocess", "--csv", str(corpus_dir / TRAIN_CSV), "--test-csv", str(corpus_dir / TEST_CSV),
+            "--out", str(data), *source))  # fmt: skip
 
     def train() -> None:
         if epochs_done(runs / RUN_NAME) >= args.epochs:

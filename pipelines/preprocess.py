@@ -1,7 +1,8 @@
 """AVSpeech CSV -> download -> audio + frames -> face -> spectrogram + face feature -> Parquet.
 
     ray job submit --working-dir . -- python -m pipelines.preprocess \\
-        --csv avspeech_train.csv --out s3://bucket/s2f/v1 --vggface-weights s3://bucket/vgg16.h5
+        --csv avspeech_train.csv --test-csv avspeech_test.csv --out s3://bucket/s2f/v1 \\
+        --vggface-weights s3://bucket/vgg16.h5
 
 Output at --out (a local dir or s3://bucket/prefix): clips/ (Parquet shards), failures/ (Parquet)
 and manifest.json. Rerunning with the same --out resumes: clips already written are skipped, and
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipelines import stages
 from speech2face import __version__, storage
-from speech2face.avspeech import PARSE_STAGE, parse_csv
+from speech2face.avspeech import PARSE_STAGE, failure_row, parse_csv
 from speech2face.download import DEFAULT_URL_TEMPLATE, DownloadConfig
 from speech2face.faces import MAX_DISTANCE
 
@@ -35,6 +36,7 @@ RANDOM_WEIGHTS = "random"
 class PreprocessConfig:
     csv: str
     out: str
+    test_csv: str | None = None
     url_template: str = DEFAULT_URL_TEMPLATE
     face_embedder: str = "vggface"
     vggface_weights: str | None = None
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--csv", required=True, help="AVSpeech CSV (no header: ytid,start,end,x,y); local or s3://")
+    p.add_argument(
+        "--test-csv",
+        help="also this CSV, every row in split 'test' (AVSpeech's avspeech_test.csv), in the same run",
+    )
     p.add_argument("--out", required=True, help="output: a local directory or s3://bucket/prefix")
     p.add_argument(
         "--url-template",
@@ -89,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="hash key for the train/val split; ytid keeps all segments of a video in one split",
     )
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of keys that go to 'val'")
-    p.add_argument("--split-name", help="put every row in this split instead (e.g. 'test' for AVSpeech's test CSV)")
-    p.add_argument("--limit", type=int, help="process only the first N rows of the CSV")
+    p.add_argument("--split-name", help="put every row of --csv in this split instead (e.g. 'test')")
+    p.add_argument("--limit", type=int, help="process only the first N rows of each CSV")
     p.add_argument("--retry-failures", action="store_true", help="retry clips that failed in an earlier run")
     p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
     p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
@@ -163,6 +169,30 @@ def embedder_record(config: PreprocessConfig) -> dict:
             "weights": config.vggface_weights}  # fmt: skip
 
 
+def read_segments(config: PreprocessConfig, failures_uri: str) -> list:
+    """The valid rows of --csv (and of --test-csv, as split 'test'); each CSV's parse failures go to failures/.
+
+    Parse failures are recomputed from the CSV on every run, so one file per CSV keeps them exact.
+    """
+    sources = [(config.csv, config.split_name)] + ([(config.test_csv, "test")] if config.test_csv else [])
+    segments, seen = [], {}
+    for csv_uri, split_name in sources:
+        text = storage.read_bytes(csv_uri).decode("utf-8", errors="replace")
+        lines = text.splitlines()[: config.limit] if config.limit else text.splitlines()
+        rows, failures = parse_csv("\n".join(lines), config.val_fraction, split_name, config.split_by)
+        for segment in rows:  # a segment in both CSVs is kept once, where it came first
+            if segment.clip_id in seen:
+                failures.append(failure_row(segment.clip_id, segment.ytid, segment.start, segment.end, PARSE_STAGE,
+                                            f"{csv_uri}: duplicate of a row of {seen[segment.clip_id]}"))  # fmt: skip
+            else:
+                seen[segment.clip_id] = csv_uri
+                segments.append(segment)
+        csv_key = hashlib.sha256(f"{csv_uri}|{config.limit}".encode()).hexdigest()[:16]
+        storage.write_bytes(storage.join(failures_uri, f"{PARSE_STAGE}-{csv_key}.parquet"),
+                            stages.parquet_bytes(stages.failures_table(failures)))  # fmt: skip
+    return segments
+
+
 def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
     """Rows still to do: not yet in clips/, and not in failures/ unless retrying (then those are cleared)."""
     done = set(_read_ids(clips_uri, ["clip_id"])["clip_id"])
@@ -196,13 +226,7 @@ def run(config: PreprocessConfig) -> dict:
                 f"({previous['weights_sha256'][:12]}); use a new --out for {embedder['name']}."
             )
 
-    text = storage.read_bytes(config.csv).decode("utf-8", errors="replace")
-    lines = text.splitlines()[: config.limit] if config.limit else text.splitlines()
-    segments, parse_failures = parse_csv("\n".join(lines), config.val_fraction, config.split_name, config.split_by)
-    # Parse failures are recomputed from the CSV on every run, so one file per CSV keeps them exact.
-    csv_key = hashlib.sha256(f"{config.csv}|{config.limit}".encode()).hexdigest()[:16]
-    storage.write_bytes(storage.join(failures_uri, f"{PARSE_STAGE}-{csv_key}.parquet"),
-                        stages.parquet_bytes(stages.failures_table(parse_failures)))  # fmt: skip
+    segments = read_segments(config, failures_uri)
     todo = plan(config, segments, clips_uri, failures_uri)
 
     if len(todo):

@@ -11,6 +11,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pytest  # noqa: E402
 
 from tests import rgw  # noqa: E402
+from tests.cli import TINY_RUN, check, make_dataset, make_read_only, run  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
@@ -31,6 +32,12 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def ray_address(ray_session) -> str:
+    """The address CLI subprocesses join (RAY_ADDRESS), so they skip starting a Ray of their own."""
+    return ray_session.get_runtime_context().gcs_address
+
+
 @dataclass(frozen=True)
 class Corpus:
     directory: Path
@@ -45,3 +52,28 @@ def small_corpus(tmp_path_factory) -> Corpus:
     directory = tmp_path_factory.mktemp("small_corpus")
     config = CorpusConfig(speakers=6, clips_per_speaker=2, test_speakers=2)
     return Corpus(directory, generate_corpus(directory, config, log=lambda message: None))
+
+
+@pytest.fixture(scope="session")
+def small_dataset(small_corpus, ray_address, tmp_path_factory) -> Path:
+    """``small_corpus`` through pipelines.preprocess with dlib faces, once per session; read-only.
+
+    train 6 clips, val 2 (--val-fraction 0.4 puts 1 of the 4 training videos into val), test 4.
+    Tests only read it; one that must write preprocesses its own copy.
+    """
+    out = tmp_path_factory.mktemp("small_dataset")
+    make_dataset(small_corpus.directory, out, "--face-embedder", "dlib", "--val-fraction", "0.4", test_split=True,
+                 ray_address=ray_address)  # fmt: skip
+    make_read_only(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_dataset, ray_address, tmp_path_factory) -> Path:
+    """One tiny voice encoder trained on ``small_dataset`` (2 epochs), for tests that need *a* model."""
+    storage_dir = tmp_path_factory.mktemp("tiny_model")
+    check(run("trainer.train", "--data", str(small_dataset), "--storage", str(storage_dir), "--name", "tiny",
+              "--epochs", "2", *TINY_RUN, ray_address=ray_address))  # fmt: skip
+    model = storage_dir / "tiny" / "model.safetensors"
+    make_read_only(storage_dir)
+    return model

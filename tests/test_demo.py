@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.test_train import ROOT
+from tests.cli import ROOT
 
 pytestmark = pytest.mark.timeout(1200)
 

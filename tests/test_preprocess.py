@@ -187,3 +187,19 @@ def test_vggface_requires_weights_or_explicit_random(tmp_path):
         preprocess.parse_args(["--csv", "a.csv", "--out", str(tmp_path)])
     config = preprocess.parse_args(["--csv", "a.csv", "--out", str(tmp_path), "--vggface-weights", "random"])
     assert preprocess.embedder_record(config)["weights_sha256"] == "random"
+
+
+def test_test_csv_rows_go_to_the_test_split_and_a_repeated_row_is_a_failure(tmp_path):
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_csv.write_text("abcdefghijk,1,5,0.5,0.5\nbcdefghijkl,1,5,0.5,0.5\n")
+    test_csv.write_text("cdefghijklm,2,6,0.5,0.5\nabcdefghijk,1,5,0.5,0.5\nnot a row\n")
+    config = preprocess.PreprocessConfig(csv=str(train_csv), test_csv=str(test_csv), out=str(tmp_path / "out"))
+    segments = preprocess.read_segments(config, str(tmp_path / "failures"))
+    assert [(s.ytid, s.split) for s in segments if s.split == "test"] == [("cdefghijklm", "test")]
+    assert {s.ytid for s in segments if s.split != "test"} == {"abcdefghijk", "bcdefghijkl"}
+    failures = read_all(str(tmp_path / "failures"))
+    assert sorted(f["stage"] for f in failures) == ["parse", "parse"]
+    repeated = next(f for f in failures if f["clip_id"] == "abcdefghijk_1.000_5.000")
+    assert f"duplicate of a row of {train_csv}" in repeated["error"]
+    parsed = preprocess.parse_args(["--csv", "a.csv", "--test-csv", "b.csv", "--out", "o", "--face-embedder", "dlib"])
+    assert (parsed.csv, parsed.test_csv) == ("a.csv", "b.csv")

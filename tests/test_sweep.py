@@ -19,7 +19,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.test_train import ROOT, _check, _run, make_dataset, read_metrics
+from tests.cli import ROOT, check, read_metrics, run
 from tuning.sweep import build_parser, check_fits, concurrent_trials
 
 pytestmark = pytest.mark.timeout(900)
@@ -30,14 +30,8 @@ GOOD = {"lr": 1e-3, "loss_l2norm": 0.025, "loss_l1": 0.0}
 
 
 @pytest.fixture(scope="module")
-def data(small_corpus, tmp_path_factory):
-    return make_dataset(small_corpus.directory, tmp_path_factory.mktemp("sweep_data"), "--face-embedder", "dlib",
-                        "--val-fraction", "0.4")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def ray_address(ray_session):
-    return ray_session.get_runtime_context().gcs_address
+def data(small_dataset):
+    return small_dataset  # read-only: the sweeps write into their own --storage
 
 
 def _sweep_command(data, storage_dir, name, *args):
@@ -48,7 +42,7 @@ def _sweep_command(data, storage_dir, name, *args):
 def _run_sweep(ray_address, *command_args, timeout=600):
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     command = _sweep_command(*command_args)
-    return _check(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env))
+    return check(subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env))
 
 
 def _trials(sweep_dir) -> list[dict]:
@@ -69,11 +63,11 @@ def _no_leak(ray, timeout=30.0) -> None:
 
 
 def test_refuses_bad_setups_before_starting_ray(tmp_path):
-    weighted = _run("tuning.sweep", "--data", str(tmp_path), "--storage", str(tmp_path), "--name", "s",
-                    "--metric", "val_loss", timeout=60)  # fmt: skip
+    weighted = run("tuning.sweep", "--data", str(tmp_path), "--storage", str(tmp_path), "--name", "s",
+                   "--metric", "val_loss", timeout=60)  # fmt: skip
     assert weighted.returncode == 2 and "scaled by the loss weights" in weighted.stderr
-    missing = _run("tuning.sweep", "--data", str(tmp_path / "nothing"), "--storage", str(tmp_path), "--name", "s",
-                   timeout=60)  # fmt: skip
+    missing = run("tuning.sweep", "--data", str(tmp_path / "nothing"), "--storage", str(tmp_path), "--name", "s",
+                  timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "manifest.json not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
@@ -107,8 +101,8 @@ def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, 
     command = shlex.split(best["command"])
     assert command[:3] == ["python", "-m", "trainer.train"] and "--lr" in command
     env = {**os.environ, "RAY_ADDRESS": ray_address}
-    _check(subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=env))  # fmt: skip
+    check(subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=env))  # fmt: skip
     assert len(read_metrics(tmp_path / "random3-best")) == 2
     _no_leak(ray_session)
 

@@ -1,10 +1,10 @@
 """trainer.train on real data: a small demo corpus through the real pipeline, real Ray Train (gloo DDP).
 
-One tiny dataset per embedder is made once for the module: 6 speakers, 2 clips each, through
-pipelines.demo_corpus and pipelines.preprocess (a loopback HTTP server, yt-dlp, ffmpeg, dlib).
+The dlib dataset is the session's ``small_dataset`` (conftest.py); the VGG-Face one (random weights) is
+made once for this module from the same corpus, through pipelines.preprocess (a loopback HTTP server,
+yt-dlp, ffmpeg, dlib).
 """
 
-import csv
 import json
 import subprocess
 import sys
@@ -15,63 +15,20 @@ import numpy as np
 import pytest
 
 from speech2face import storage
-from speech2face.synth.server import serve_directory, url_template
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_RUN = ["--preset", "tiny", "--batch-size", "2", "--crop-frames", "300", "--seed", "0", "--cache-data"]
-
-
-def _run(module: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """``python -m module args`` in the project root; it inherits os.environ (S3 settings included)."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
-
-
-def _check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    output = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}"
-    assert result.returncode == 0, f"exit {result.returncode}\n{output}"
-    return result
-
-
-def make_dataset(corpus: Path, out: Path, *preprocess_args: str, test_split: bool = False) -> Path:
-    """Preprocess the corpus's train CSV (and, if asked, its test CSV as split 'test') into ``out``."""
-    with serve_directory(corpus) as (_, base_url):
-        common = ["--out", str(out), "--url-template", url_template(base_url), "--cpus-per-actor", "0.5",
-                  *preprocess_args]  # fmt: skip
-        _check(_run("pipelines.preprocess", "--csv", str(corpus / "avspeech_train.csv"), *common))
-        if test_split:
-            _check(_run("pipelines.preprocess", "--csv", str(corpus / "avspeech_test.csv"), "--split-name", "test",
-                        *common))  # fmt: skip
-    return out
+from tests.cli import ROOT, TINY_RUN, check, make_dataset, read_metrics, run
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("corpus")
-    _check(_run("pipelines.demo_corpus", "--out", str(out), "--speakers", "6", "--clips-per-speaker", "2",
-                "--test-speakers", "1"))  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def dlib_data(corpus, tmp_path_factory) -> Path:
-    # --val-fraction 0.4 puts 1 of the 5 train videos (2 clips) into val for this corpus
-    out = tmp_path_factory.mktemp("dlib_data")
-    data = make_dataset(corpus, out, "--face-embedder", "dlib", "--val-fraction", "0.4")
-    counts = storage.read_json(str(data / "manifest.json"))["counts"]["per_split"]
+def dlib_data(small_dataset) -> Path:
+    counts = storage.read_json(str(small_dataset / "manifest.json"))["counts"]["per_split"]
     assert counts.get("train", 0) >= 6 and counts.get("val", 0) >= 1, counts
-    return data
+    return small_dataset
 
 
 @pytest.fixture(scope="module")
-def vggface_data(corpus, tmp_path_factory) -> Path:
-    return make_dataset(corpus, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
-                        "--vggface-weights", "random", "--val-fraction", "0.4")  # fmt: skip
-
-
-def read_metrics(run_dir) -> list[dict]:
-    text = storage.read_bytes(storage.join(str(run_dir), "metrics.csv")).decode()
-    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
+    return make_dataset(small_corpus.directory, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
+                        "--vggface-weights", "random", "--val-fraction", "0.4", ray_address=ray_address)  # fmt: skip
 
 
 def checkpoint_dirs(run_dir: str) -> list[str]:
@@ -92,36 +49,36 @@ print(json.dumps({"ray_loaded": "ray" in sys.modules, "shape": list(out.shape), 
 def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
     """2-worker gloo DDP, storage on a real S3 server: outputs appear, a rerun continues after epoch 2."""
     storage_uri = f"s3://{s3_bucket.name}/runs"
-    run = storage.join(storage_uri, "ddp")
+    run_uri = storage.join(storage_uri, "ddp")
     args = ["--data", str(dlib_data), "--storage", storage_uri, "--name", "ddp", "--num-workers", "2", *TINY_RUN]
-    first = _check(_run("trainer.train", *args, "--epochs", "2", "--loss-distill", "1"))
+    first = check(run("trainer.train", *args, "--epochs", "2", "--loss-distill", "1"))
     # dlib has no fc8, so distillation is switched off with a message, not an error
     assert "distillation disabled" in first.stderr and "has no identity classifier" in first.stderr
-    rows = read_metrics(run)
+    rows = read_metrics(run_uri)
     assert [r["epoch"] for r in rows] == [1, 2]
     for row in rows:
         assert 0 <= row["val_r1"] <= row["val_r5"] <= row["val_r10"] <= 1 and np.isfinite(row["train_loss"])
         assert np.isfinite(row["val_loss"]) and row["train_l2norm"] == row["train_loss"] and "train_distill" not in row
     assert rows[1]["step"] == 2 * rows[0]["step"] > 0  # the same number of steps every epoch
-    config = storage.read_json(storage.join(run, "config.json"))
+    config = storage.read_json(storage.join(run_uri, "config.json"))
     assert config["num_workers"] == 2 and config["preset"] == "tiny" and config["epochs"] == 2
     for name in ("curves.png", "model.safetensors", "model.json", "checkpoint_manager_snapshot.json"):
-        assert storage.exists(storage.join(run, name)), name
-    assert storage.list_files(storage.join(run, "tensorboard"), suffix=".0")  # an event file
-    assert 1 <= len(checkpoint_dirs(run)) <= 2  # the best by val R@10 and the last
+        assert storage.exists(storage.join(run_uri, name)), name
+    assert storage.list_files(storage.join(run_uri, "tensorboard"), suffix=".0")  # an event file
+    assert 1 <= len(checkpoint_dirs(run_uri)) <= 2  # the best by val R@10 and the last
 
     resumed_after = time.time()
-    second = _check(_run("trainer.train", *args, "--epochs", "3"))
+    second = check(run("trainer.train", *args, "--epochs", "3"))
     assert "resuming" in second.stdout + second.stderr and "after epoch 2" in second.stdout + second.stderr
-    resumed = read_metrics(run)
+    resumed = read_metrics(run_uri)
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     assert resumed[:2] == rows  # epochs 1-2 were not retrained: their rows are unchanged
     assert resumed[2]["finished_at"] > resumed_after and resumed[2]["step"] == 3 * rows[0]["step"]
-    assert storage.read_json(storage.join(run, "config.json"))["epochs"] == 3
+    assert storage.read_json(storage.join(run_uri, "config.json"))["epochs"] == 3
 
     # model.safetensors loads without Ray, straight from S3 (the env has the S3 settings)
-    probe = _check(subprocess.run([sys.executable, "-c", LOAD_WITHOUT_RAY, storage.join(run, "model.safetensors")],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=120))  # fmt: skip
+    probe = check(subprocess.run([sys.executable, "-c", LOAD_WITHOUT_RAY, storage.join(run_uri, "model.safetensors")],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120))  # fmt: skip
     loaded = json.loads(probe.stdout.strip().splitlines()[-1])
     assert loaded == {"ray_loaded": False, "shape": [1, 128], "preset": "tiny", "out_dim": 128,
                       "epoch": loaded["epoch"], "embedder": "dlib"}  # fmt: skip
@@ -150,8 +107,8 @@ def test_distillation_on_vggface_features_and_weights_mismatch_refused(vggface_d
     assert manifest["embedder"]["weights_sha256"] == "random" and manifest["embedder"]["has_classifier"]
     wrong_weights = tmp_path / "other_vgg16.h5"
     wrong_weights.write_bytes(b"not the weights the data was embedded with")
-    refused = _run("trainer.train", "--data", str(vggface_data), "--storage", str(tmp_path), "--name", "bad",
-                   "--loss-distill", "1", "--vggface-weights", str(wrong_weights), *TINY_RUN, timeout=120)  # fmt: skip
+    refused = run("trainer.train", "--data", str(vggface_data), "--storage", str(tmp_path), "--name", "bad",
+                  "--loss-distill", "1", "--vggface-weights", str(wrong_weights), *TINY_RUN, timeout=120)  # fmt: skip
     assert refused.returncode == 2, refused.stderr
     assert "are not the weights the data was embedded with" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "bad" / "metrics.csv").exists()
@@ -169,18 +126,19 @@ def test_distillation_on_vggface_features_and_weights_mismatch_refused(vggface_d
 
 
 def test_setup_errors_are_clear_with_exit_code_2(dlib_data, tmp_path):
-    missing = _run("trainer.train", "--data", str(tmp_path / "nowhere"), "--storage", str(tmp_path), "--name", "x",
-                   timeout=120)  # fmt: skip
+    missing = run("trainer.train", "--data", str(tmp_path / "nowhere"), "--storage", str(tmp_path), "--name", "x",
+                  timeout=120)  # fmt: skip
     assert missing.returncode == 2 and "manifest.json not found" in missing.stderr
-    bad_flag = _run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
-                    "--amp", "fp16", timeout=120)  # fmt: skip
+    bad_flag = run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
+                   "--amp", "fp16", timeout=120)  # fmt: skip
     assert bad_flag.returncode == 2 and "--amp fp16 needs --use-gpu" in bad_flag.stderr
-    short_crop = _run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
-                      "--preset", "tiny", "--crop-frames", "100", timeout=120)  # fmt: skip
+    short_crop = run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
+                     "--preset", "tiny", "--crop-frames", "100", timeout=120)  # fmt: skip
     assert short_crop.returncode == 2 and "--crop-frames must be >= 259" in short_crop.stderr
-    no_gpu = _run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
-                  "--use-gpu", timeout=180)  # fmt: skip
-    assert no_gpu.returncode == 2 and "the Ray cluster has 0 GPUs" in no_gpu.stderr  # not a hang
+    no_gpu = run("trainer.train", "--data", str(dlib_data), "--storage", str(tmp_path), "--name", "x",
+                 "--use-gpu", timeout=180)  # fmt: skip
+    # its own local Ray (not RAY_ADDRESS, where an autoscaler may still add GPU nodes): an error, not a wait
+    assert no_gpu.returncode == 2 and "the Ray cluster has 0 GPUs" in no_gpu.stderr
 
 
 def test_val_gallery_has_one_face_per_video():

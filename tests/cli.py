@@ -1,0 +1,58 @@
+"""Running the project's CLIs as a user does (``python -m module ...`` in a subprocess), and reading their outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from speech2face import storage
+from speech2face.synth.server import serve_directory, url_template
+
+ROOT = Path(__file__).resolve().parents[1]
+# The training flags of the small test runs: tiny preset, 300 of the 598 frames, data cached once.
+TINY_RUN = ["--preset", "tiny", "--batch-size", "2", "--crop-frames", "300", "--seed", "0", "--cache-data"]
+
+
+def run(module: str, *args: str, timeout: float = 600, ray_address: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m module args`` in the project root; it inherits os.environ (S3 settings included).
+
+    ``ray_address``: join that Ray instance (as ``ray job submit`` makes a job join its cluster) instead of
+    starting one. Ray workers get the environment of the process that started Ray, so runs that need
+    settings made later (the S3 server's) start their own.
+    """
+    env = {**os.environ, "RAY_ADDRESS": ray_address} if ray_address else None
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    output = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, f"exit {result.returncode}\n{output}"
+    return result
+
+
+def make_dataset(corpus: Path, out: Path, *preprocess_args: str, test_split: bool = False,
+                 ray_address: str | None = None) -> Path:  # fmt: skip
+    """Preprocess the corpus's train CSV (and, if asked, its test CSV as split 'test') into ``out``."""
+    with serve_directory(corpus) as (_, base_url):
+        common = ["--out", str(out), "--url-template", url_template(base_url), "--cpus-per-actor", "0.5",
+                  *preprocess_args]  # fmt: skip
+        test_csv = ["--test-csv", str(corpus / "avspeech_test.csv")] if test_split else []
+        check(run("pipelines.preprocess", "--csv", str(corpus / "avspeech_train.csv"), *test_csv, *common,
+                  ray_address=ray_address))  # fmt: skip
+    return out
+
+
+def read_metrics(run_dir) -> list[dict]:
+    text = storage.read_bytes(storage.join(str(run_dir), "metrics.csv")).decode()
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+
+
+def make_read_only(directory: Path) -> None:
+    """Shared session data: a test that writes into it fails loudly instead of changing what others read."""
+    for path in sorted(directory.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~0o222)
+    directory.chmod(directory.stat().st_mode & ~0o222)
