@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
 from speech2face import storage
@@ -56,3 +60,43 @@ def make_read_only(directory: Path) -> None:
     for path in sorted(directory.rglob("*"), reverse=True):
         path.chmod(path.stat().st_mode & ~0o222)
     directory.chmod(directory.stat().st_mode & ~0o222)
+
+
+class MakeDemo:
+    """``make demo DEMO_OUT=out`` started in the background; ``result()`` waits for it to end.
+
+    Its output goes to temporary files (a pipe nobody reads would fill and stall it), and a thread notes
+    the moment it ends, so its wall time is exact however late ``result()`` is called.
+    """
+
+    def __init__(self, out: Path, timeout_s: float = 1500):
+        self.out, self.timeout_s = out, timeout_s
+        self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(["make", "demo", f"DEMO_OUT={out}"], cwd=ROOT, stdout=self.streams[0],
+                                        stderr=self.streams[1], text=True, start_new_session=True)  # fmt: skip
+        self.ended: float | None = None
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        self.process.wait()
+        self.ended = time.monotonic()
+
+    def result(self) -> tuple[subprocess.CompletedProcess, float]:
+        self._waiter.join(max(0.0, self.started + self.timeout_s - time.monotonic()))
+        if self.ended is None:
+            self.stop()
+            raise AssertionError(f"make demo still running after {self.timeout_s:.0f} s")
+        for stream in self.streams:
+            stream.seek(0)
+        stdout, stderr = (stream.read() for stream in self.streams)
+        result = subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+        return result, self.ended - self.started
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for stream in self.streams:
+            stream.close()

@@ -11,11 +11,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pytest  # noqa: E402
 
 from tests import rgw  # noqa: E402
-from tests.cli import TINY_RUN, check, make_dataset, make_read_only, run  # noqa: E402
+from tests.cli import TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
 RAY_TEST_CPUS = 4
+
+# tests/test_demo.py checks one full `make demo` (~10 min). It starts with the session and runs beside
+# the other tests, which leave about a quarter of the 2 cores idle (waiting on Ray, servers, processes);
+# the module's tests run last, when it is about done.
+DEMO_TESTS = "test_demo.py"
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -77,3 +82,18 @@ def tiny_model(small_dataset, ray_address, tmp_path_factory) -> Path:
     model = storage_dir / "tiny" / "model.safetensors"
     make_read_only(storage_dir)
     return model
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name == DEMO_TESTS)  # stable: the order is kept otherwise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_demo(request, tmp_path_factory):
+    """The full `make demo`, started in the background at the session's first test if test_demo.py runs."""
+    if not any(item.path.name == DEMO_TESTS for item in request.session.items):
+        yield None
+        return
+    demo = MakeDemo(tmp_path_factory.mktemp("demo") / "demo_output")
+    yield demo
+    demo.stop()

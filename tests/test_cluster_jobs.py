@@ -1,4 +1,8 @@
-"""`ray job submit --working-dir .` on a real two-node Ray cluster: preprocess into S3, then train."""
+"""`ray job submit --working-dir .` on a real two-node Ray cluster: preprocess into S3, then train.
+
+The worker node declares one (logical) GPU, as a cluster's GPU node would: the feature stage's actors
+must run there, and there they run the same code on CPU, since this machine has no GPU.
+"""
 
 import os
 import subprocess
@@ -49,27 +53,41 @@ def job_logs(cluster, submission_id: str) -> str:
     return cluster.get(f"/api/jobs/{submission_id}/logs")["logs"]
 
 
-def nodes_of_job_actors(cluster, job_id: str) -> set[str]:
+def job_actors(cluster, job_id: str) -> list[dict]:
+    """The job's actors that were placed on a node (an autoscaling pool may ask for one and then cancel it)."""
     actors = cluster.get(
         f"/api/v0/actors?limit=1000&detail=1&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
     )
-    return {actor["node_id"] for actor in actors["data"]["result"]["result"]}
+    return [actor for actor in actors["data"]["result"]["result"] if actor["node_id"]]
 
 
 def test_preprocess_then_train_jobs_on_two_nodes(cluster, small_corpus, s3_bucket):
     data, runs = storage.join(s3_bucket.uri, "s2f"), storage.join(s3_bucket.uri, "runs")
-    csv_uri = storage.join(s3_bucket.uri, "avspeech_train.csv")
-    storage.write_bytes(csv_uri, (small_corpus.directory / "avspeech_train.csv").read_bytes())
+    csvs = {}
+    for name in ("avspeech_train.csv", "avspeech_test.csv"):  # the job reads its CSVs from S3 too
+        csvs[name] = (small_corpus.directory / name).read_text().splitlines()
+        storage.write_bytes(storage.join(s3_bucket.uri, name), (small_corpus.directory / name).read_bytes())
     with serve(small_corpus.directory) as base_url:
-        submit(cluster, "preprocess-1", "python", "-m", "pipelines.preprocess", "--csv", csv_uri, "--out", data,
+        submit(cluster, "preprocess-1", "python", "-m", "pipelines.preprocess",
+               "--csv", storage.join(s3_bucket.uri, "avspeech_train.csv"),
+               "--test-csv", storage.join(s3_bucket.uri, "avspeech_test.csv"), "--out", data,
                "--url-template", base_url + "/{ytid}.mp4", "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
-               "--val-fraction", "0.5", "--batch-size", "2")  # fmt: skip
+               "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1")  # fmt: skip
         job = wait_for_job(cluster, "preprocess-1")
-    assert job["status"] == "SUCCEEDED", job_logs(cluster, "preprocess-1")[-4000:]
-    assert "=== preprocess summary ===" in job_logs(cluster, "preprocess-1")
-    node_ids = {node["node_id"] for node in cluster.nodes()}
-    assert nodes_of_job_actors(cluster, job["job_id"]) == node_ids, "the job's actors should use both nodes"
-    assert len(read_clips(data)) == len((small_corpus.directory / "avspeech_train.csv").read_text().splitlines())
+    logs = job_logs(cluster, "preprocess-1")
+    assert job["status"] == "SUCCEEDED", logs[-4000:]
+    assert "=== preprocess summary ===" in logs
+    assert s3_bucket.server.secret_key not in logs  # never log credentials
+    nodes = cluster.nodes()
+    gpu_nodes = {n["node_id"] for n in nodes if n["resources_total"].get("GPU")}
+    actors = job_actors(cluster, job["job_id"])
+    assert {a["node_id"] for a in actors} == {n["node_id"] for n in nodes}, "the job's actors should use both nodes"
+    feature_nodes = {a["node_id"] for a in actors if "FeatureStage" in a["class_name"]}
+    assert len(gpu_nodes) == 1 and feature_nodes == gpu_nodes, (feature_nodes, gpu_nodes)
+    clips = read_clips(data)
+    assert len(clips) == len(csvs["avspeech_train.csv"]) + len(csvs["avspeech_test.csv"])
+    assert sum(c["split"] == "test" for c in clips.values()) == len(csvs["avspeech_test.csv"])
+    assert storage.read_json(storage.join(data, "manifest.json"))["counts"]["clips"] == len(clips)
 
     submit(cluster, "train-1", "python", "-m", "trainer.train", "--data", data, "--storage", runs, "--name", "tiny1",
            "--preset", "tiny", "--epochs", "1", "--num-workers", "1", "--batch-size", "4")  # fmt: skip

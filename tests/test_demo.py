@@ -11,35 +11,40 @@ the same machine; they are printed with the results.
 import json
 import re
 import subprocess
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from speech2face import storage
-from tests.cli import ROOT, check, read_metrics, run
+from tests.cli import MakeDemo, check, read_metrics, run
 
-# The module's fixture runs the whole demo (~10 min on 2 cores); the learning test, first, carries it.
+# The demo runs beside the other tests (conftest.py); the learning test, first here, waits for it.
 pytestmark = pytest.mark.timeout(1800)
 
 EPOCHS, TRIALS = 20, 3  # demo.run's defaults
 
 
 def _make_demo(out) -> tuple[subprocess.CompletedProcess, float]:
-    started = time.monotonic()
-    result = subprocess.run(["make", "demo", f"DEMO_OUT={out}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=1500)  # fmt: skip
+    demo = MakeDemo(out)
+    try:
+        return _succeeded(demo.result())
+    finally:
+        demo.stop()
+
+
+def _succeeded(outcome: tuple[subprocess.CompletedProcess, float]) -> tuple[subprocess.CompletedProcess, float]:
+    result, _ = outcome
     output = f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
     assert result.returncode == 0, output
-    return result, time.monotonic() - started
+    return outcome
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo_output")
-    first, first_s = _make_demo(out)
-    return out, first, first_s
+def demo(background_demo):
+    """The session's background `make demo` (conftest.py), once it has finished."""
+    first, first_s = _succeeded(background_demo.result())
+    return background_demo.out, first, first_s
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +161,7 @@ def test_predict_ranks_the_speakers_face_from_raw_audio(evaluation, run_dir, dat
 
 
 def test_make_demo_rerun_reuses_finished_work(demo):
-    out, _, first_s = demo
+    out, first, first_s = demo
     second, second_s = _make_demo(out)
     log = second.stdout + second.stderr
     assert "already holds a complete corpus" in log
@@ -164,4 +169,5 @@ def test_make_demo_rerun_reuses_finished_work(demo):
     assert f"already has {EPOCHS} epochs; not retraining" in log
     assert "is complete; not rerunning it" in log
     assert second_s < first_s
-    print(f"\n[demo] first run {first_s:.0f} s, rerun {second_s:.0f} s")
+    steps = [line for line in first.stdout.splitlines() if re.match(r"\[demo\] [^$].*: \d+\.\d s$", line)]
+    print(f"\n[demo] first run {first_s:.0f} s, rerun {second_s:.0f} s; first run's steps:\n" + "\n".join(steps))

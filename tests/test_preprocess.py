@@ -4,8 +4,14 @@ One pipeline run over the small corpus plus a set of bad inputs feeds most tests
 """
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -15,6 +21,7 @@ from pipelines import preprocess
 from speech2face import audio, storage
 from speech2face.synth.corpus import face_descriptor
 from tests.bad_media import make_bad_videos
+from tests.cli import ROOT
 from tests.stalling_server import serve
 
 FRAME_W, FRAME_H = 640, 360
@@ -203,3 +210,44 @@ def test_test_csv_rows_go_to_the_test_split_and_a_repeated_row_is_a_failure(tmp_
     assert f"duplicate of a row of {train_csv}" in repeated["error"]
     parsed = preprocess.parse_args(["--csv", "a.csv", "--test-csv", "b.csv", "--out", "o", "--face-embedder", "dlib"])
     assert (parsed.csv, parsed.test_csv) == ("a.csv", "b.csv")
+
+
+def preprocess_command(csv, out, base_url, *extra):
+    return [sys.executable, "-m", "pipelines.preprocess", "--csv", str(csv), "--out", out,
+            "--url-template", base_url + "/{ytid}.mp4", "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
+            "--batch-size", "2", *extra]  # fmt: skip
+
+
+def readable_clip_ids(out: str) -> list[str]:
+    ids = []
+    for file_uri in storage.list_files(storage.join(out, "clips"), suffix=".parquet"):
+        try:
+            ids += pq.read_table(file_uri, columns=["clip_id"]).column("clip_id").to_pylist()
+        except pa.ArrowInvalid:
+            pass
+    return ids
+
+
+def test_killed_job_resumes_without_duplicates_or_losses(small_corpus, ray_session, tmp_path):
+    csv = small_corpus.directory / "avspeech_train.csv"
+    rows = len(csv.read_text().splitlines())
+    out = str(tmp_path / "out")
+    env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    with serve(small_corpus.directory) as base_url:
+        job = subprocess.Popen(preprocess_command(csv, out, base_url), cwd=ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not readable_clip_ids(out):
+            assert job.poll() is None and time.monotonic() < deadline, "the job ended before writing any clip"
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        written_before = len(readable_clip_ids(out))  # a shard being written when killed is unreadable
+        assert 0 < written_before < rows, "the kill should land midway"
+        rerun = subprocess.run(preprocess_command(csv, out, base_url), cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=600)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"{written_before} already in clips/" in rerun.stdout
+    clips = read_clips(out)  # raises on a duplicate clip_id
+    failures = read_all(storage.join(out, "failures"))
+    assert len(clips) + len(failures) == rows and not failures

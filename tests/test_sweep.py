@@ -81,8 +81,10 @@ def test_concurrency_keeps_a_cpu_for_ray_data_and_says_when_a_trial_cannot_fit()
 
 
 def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, ray_address, ray_session, tmp_path):
+    # two trials at a time (1.01 CPUs each, and 1 left for Ray Data, on the session's 4 logical CPUs)
     result = _run_sweep(ray_address, data, tmp_path, "random3", "--num-samples", "3", "--scheduler", "none",
-                        "--epochs", "2")  # fmt: skip
+                        "--epochs", "2", "--max-concurrent-trials", "2")  # fmt: skip
+    assert "at most 2 at a time" in result.stdout
     sweep_dir = tmp_path / "random3"
     trials = _trials(sweep_dir)
     assert len(trials) == 3
