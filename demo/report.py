@@ -29,6 +29,8 @@ def _pipeline(manifest: dict) -> list[str]:
     lines += [f"| &nbsp;&nbsp;split {split} | {n} |" for split, n in counts["per_split"].items()]
     lines.append(f"| failures | {counts['failures']} |")
     lines += [f"| &nbsp;&nbsp;at stage {stage} | {n} |" for stage, n in counts["failures_per_stage"].items()]
+    lines += [f"| &nbsp;&nbsp;&nbsp;&nbsp;download: {reason} | {n} |"
+              for reason, n in counts.get("failures_per_reason", {}).items()]  # fmt: skip
     if cpu.get("download") is not None:
         stages = ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
         lines += ["", f"CPU seconds per clip: **{sum(cpu.values()):.3f}** ({stages})."]

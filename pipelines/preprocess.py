@@ -6,7 +6,11 @@
 
 Output at --out (a local dir or s3://bucket/prefix): clips/ (Parquet shards), failures/ (Parquet)
 and manifest.json. Rerunning with the same --out resumes: clips already written are skipped, and
-so are failed clips unless --retry-failures.
+so are failed clips unless --retry-failures (all of them, or those of the named reasons).
+
+A download failure's reason: unavailable (removed, private, 404/410: never retried), throttled (429,
+bot check: retried after a long backoff, then kept for `--retry-failures throttled` later), transient
+(5xx, timeouts, resets: retried now), deadline (--download-deadline passed), too_large (--max-download-mb).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import io
 import math
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +31,7 @@ import pyarrow.parquet as pq
 from pipelines import stages
 from speech2face import __version__, storage
 from speech2face.avspeech import PARSE_STAGE, failure_row, parse_csv
-from speech2face.download import DEFAULT_URL_TEMPLATE, DownloadConfig
+from speech2face.download import DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
 from speech2face.faces import MAX_DISTANCE
 
 RANDOM_WEIGHTS = "random"
@@ -44,7 +49,7 @@ class PreprocessConfig:
     val_fraction: float = 0.1
     split_name: str | None = None
     limit: int | None = None
-    retry_failures: bool = False
+    retry_failures: str | None = None  # "all" or a comma-separated list of download failure reasons
     download_concurrency: int | None = None
     cpu_actors: int | None = None
     gpu_actors: int | None = None
@@ -56,6 +61,14 @@ class PreprocessConfig:
     max_face_distance: float = MAX_DISTANCE
     socket_timeout_s: float = 20.0
     download_retries: int = 2
+    download_backoff_s: float = 1.0
+    throttle_backoff_s: float = 30.0
+    download_deadline_s: float = 120.0
+    max_download_mb: float = 200.0
+    cookies: str | None = None
+    proxy: str | None = None
+    max_downloads_per_minute: float | None = None
+    sleep_requests_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -97,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of keys that go to 'val'")
     p.add_argument("--split-name", help="put every row of --csv in this split instead (e.g. 'test')")
     p.add_argument("--limit", type=int, help="process only the first N rows of each CSV")
-    p.add_argument("--retry-failures", action="store_true", help="retry clips that failed in an earlier run")
+    p.add_argument(
+        "--retry-failures",
+        nargs="?",
+        const="all",
+        metavar="REASON[,REASON]",
+        help=f"retry clips that failed in an earlier run: all of them, or only downloads that failed for "
+        f"these reasons ({', '.join(REASONS)}), e.g. --retry-failures throttled",
+    )
     p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
     p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
     p.add_argument(
@@ -124,13 +144,60 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="seconds without data before a download attempt fails",
     )
-    p.add_argument("--download-retries", type=int, default=2, help="retries per download, with backoff")
+    p.add_argument(
+        "--download-retries", type=int, default=2, help="retries of a throttled or transient download, with backoff"
+    )
+    p.add_argument(
+        "--download-backoff",
+        dest="download_backoff_s",
+        type=float,
+        default=1.0,
+        help="seconds before the first retry of a transient error, doubling per retry",
+    )
+    p.add_argument(
+        "--throttle-backoff",
+        dest="throttle_backoff_s",
+        type=float,
+        default=30.0,
+        help="seconds before the first retry of a throttled download (429, bot check), doubling, with jitter",
+    )
+    p.add_argument(
+        "--download-deadline",
+        dest="download_deadline_s",
+        type=float,
+        default=120.0,
+        help="total seconds for one clip's download, retries included (reason: deadline)",
+    )
+    p.add_argument(
+        "--max-download-mb", type=float, default=200.0, help="size cap of one downloaded segment (reason: too_large)"
+    )
+    p.add_argument(
+        "--cookies",
+        metavar="PATH_OR_URI",
+        help="cookies.txt (Netscape format) for yt-dlp, local or s3://; copied to every node, never logged",
+    )
+    p.add_argument("--proxy", help="proxy URL for every download, e.g. socks5://host:1080")
+    p.add_argument(
+        "--max-downloads-per-minute", type=float, help="download starts per minute per node (default: no limit)"
+    )
+    p.add_argument(
+        "--sleep-requests",
+        dest="sleep_requests_s",
+        type=float,
+        default=0.0,
+        help="seconds yt-dlp sleeps between the requests of one video's extraction",
+    )
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
     args = build_parser().parse_args(argv)
     config = PreprocessConfig(**vars(args))
+    if config.retry_failures not in (None, "all"):
+        unknown = set(config.retry_failures.split(",")) - set(REASONS)
+        if unknown:
+            build_parser().error(f"--retry-failures: unknown reason(s) {', '.join(sorted(unknown))}; "
+                                 f"use no value (all) or some of {', '.join(REASONS)}")  # fmt: skip
     if config.face_embedder == "vggface" and not config.vggface_weights:
         build_parser().error(
             "--face-embedder vggface needs --vggface-weights PATH_OR_URI "
@@ -141,11 +208,16 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
 
 
 def _read_ids(uri: str, columns: list[str]) -> pd.DataFrame:
-    """The given columns of every Parquet file below ``uri``; unreadable files (a killed write) are deleted."""
+    """The given columns of every Parquet file below ``uri``; unreadable files (a killed write) are deleted.
+
+    A column that an older file lacks (failures' ``reason``) reads as null.
+    """
     frames = []
     for file_uri in storage.list_files(uri, suffix=".parquet"):
         try:
-            frames.append(pq.read_table(io.BytesIO(storage.read_bytes(file_uri)), columns=columns).to_pandas())
+            file = pq.ParquetFile(io.BytesIO(storage.read_bytes(file_uri)))
+            present = [c for c in columns if c in file.schema_arrow.names]
+            frames.append(file.read(columns=present).to_pandas().reindex(columns=columns))
         except Exception as error:  # noqa: BLE001 - a half-written shard from a killed run
             print(f"[preprocess] removing unreadable shard {file_uri}: {error}", file=sys.stderr)
             storage.delete(file_uri)
@@ -193,21 +265,35 @@ def read_segments(config: PreprocessConfig, failures_uri: str) -> list:
     return segments
 
 
+def clear_failures(failures_uri: str, retry: str) -> None:
+    """Forget earlier stage failures that will be retried: all of them, or those of the given reasons.
+
+    A file keeping some rows is rewritten in place (one PUT on S3), so a crash never duplicates a row.
+    """
+    reasons = None if retry == "all" else set(retry.split(","))
+    for file_uri in storage.list_files(failures_uri, suffix=".parquet"):
+        if file_uri.rsplit("/", 1)[-1].startswith(f"{PARSE_STAGE}-"):
+            continue
+        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
+        keep = [] if reasons is None else [row for row in table.to_pylist() if row.get("reason") not in reasons]
+        if not keep:
+            storage.delete(file_uri)
+        elif len(keep) < table.num_rows:
+            storage.write_bytes(file_uri, stages.parquet_bytes(stages.failures_table(keep)))
+
+
 def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
-    """Rows still to do: not yet in clips/, and not in failures/ unless retrying (then those are cleared)."""
+    """Rows still to do: not yet in clips/, and not in failures/ unless retried (then those are cleared)."""
+    if config.retry_failures:
+        clear_failures(failures_uri, config.retry_failures)
     done = set(_read_ids(clips_uri, ["clip_id"])["clip_id"])
     failed = _read_ids(failures_uri, ["clip_id", "stage"])
     stage_failed = set(failed.loc[failed["stage"] != PARSE_STAGE, "clip_id"])
-    if config.retry_failures:
-        for file_uri in storage.list_files(failures_uri, suffix=".parquet"):
-            if not file_uri.rsplit("/", 1)[-1].startswith(f"{PARSE_STAGE}-"):
-                storage.delete(file_uri)
-        stage_failed = set()
     todo = [s.as_row() for s in segments if s.clip_id not in done and s.clip_id not in stage_failed]
     print(f"[preprocess] {len(segments)} valid rows: {len(done)} already in clips/, "
           f"{len(stage_failed)} failed earlier (skipped), {len(todo)} to process")  # fmt: skip
     frame = pd.DataFrame(todo, columns=["clip_id", "ytid", "start", "end", "x", "y", "split"])
-    return frame.assign(stage="", error="")
+    return frame.assign(stage="", error="", reason="")
 
 
 def run(config: PreprocessConfig) -> dict:
@@ -215,7 +301,7 @@ def run(config: PreprocessConfig) -> dict:
 
     started = time.time()
     clips_uri, failures_uri = storage.join(config.out, "clips"), storage.join(config.out, "failures")
-    storage.makedirs(config.out)
+    storage.check_writable(config.out)
     embedder = embedder_record(config)
     manifest_uri = storage.join(config.out, "manifest.json")
     if storage.exists(manifest_uri):
@@ -266,13 +352,12 @@ def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: st
     print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU -> "
           f"{sizes['download']} downloads, {sizes['face']} face actors, {sizes['feature']} feature actors "
           f"({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each)")  # fmt: skip
-    download = DownloadConfig(url_template=config.url_template, socket_timeout_s=config.socket_timeout_s,
-                              retries=config.download_retries)  # fmt: skip
+    download = download_config(config)
     # Small blocks keep every stage busy and the stream moving (one block per few clips).
     dataset = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, math.ceil(len(todo) / 2)))
     light = min(0.25, config.cpus_per_actor)  # downloads wait on the network, not the CPU
     dataset = dataset.map_batches(
-        stages.DownloadStage, fn_constructor_args=(download,), batch_size=1, batch_format="pandas",
+        stages.DownloadStage, fn_constructor_args=(download, config.cookies), batch_size=1, batch_format="pandas",
         compute=ActorPoolStrategy(min_size=1, max_size=sizes["download"]), num_cpus=light,
     ).map_batches(
         stages.DecodeStage, fn_constructor_args=(config.frames_per_clip,), batch_size=1, batch_format="pandas",
@@ -292,6 +377,27 @@ def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: st
     return dataset
 
 
+def download_config(config: PreprocessConfig) -> DownloadConfig:
+    """What each download actor gets; the cookies file is copied by the actor itself (``DownloadStage``)."""
+    return DownloadConfig(
+        url_template=config.url_template,
+        socket_timeout_s=config.socket_timeout_s,
+        retries=config.download_retries,
+        backoff_s=config.download_backoff_s,
+        throttle_backoff_s=config.throttle_backoff_s,
+        deadline_s=config.download_deadline_s,
+        max_download_mb=config.max_download_mb,
+        proxy=config.proxy,
+        max_downloads_per_minute=config.max_downloads_per_minute,
+        sleep_requests_s=config.sleep_requests_s,
+    )
+
+
+def _without_secret(url: str | None) -> str | None:
+    """A proxy URL as recorded: user:password@ becomes ***@."""
+    return re.sub(r"//[^/@]*@", "//***@", url) if url else url
+
+
 def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embedder: dict,
               wall_s: float, processed: int) -> dict:  # fmt: skip
     import ray
@@ -299,10 +405,11 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
     import yt_dlp
 
     clips = _read_ids(clips_uri, ["clip_id", "split", "cpu_s"])
-    failures = _read_ids(failures_uri, ["clip_id", "stage", "error"])
+    failures = _read_ids(failures_uri, ["clip_id", "stage", "reason"])
+    reasons = failures["reason"].dropna()
     cpu = pd.DataFrame(list(clips["cpu_s"])) if len(clips) else pd.DataFrame(columns=list(stages.CPU_STAGES))
     return {
-        "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "config": {k: v for k, v in asdict(config).items() if k != "extra"} | {"proxy": _without_secret(config.proxy)},
         "versions": {
             "speech2face": __version__,
             "python": platform.python_version(),
@@ -316,6 +423,7 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
             "failures": len(failures),
             "per_split": clips["split"].value_counts().sort_index().to_dict() if len(clips) else {},
             "failures_per_stage": failures["stage"].value_counts().sort_index().to_dict() if len(failures) else {},
+            "failures_per_reason": reasons.value_counts().sort_index().to_dict() if len(reasons) else {},
         },
         "cpu_s_per_clip": {stage: float(cpu[stage].mean()) if len(cpu) else None for stage in stages.CPU_STAGES},
         "processed_this_run": processed,
@@ -333,6 +441,9 @@ def print_summary(summary: dict) -> None:
     print(f"failures   {counts['failures']:>8}")
     for stage, n in counts["failures_per_stage"].items():
         print(f"  {stage:<9}{n:>8}")
+        if stage == "download":
+            for reason, n_reason in counts.get("failures_per_reason", {}).items():
+                print(f"    {reason:<11}{n_reason:>6}")
     cpu = summary["cpu_s_per_clip"]
     if cpu["download"] is not None:
         per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
@@ -343,7 +454,11 @@ def print_summary(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
-    run(config)
+    try:
+        run(config)
+    except storage.NotWritableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

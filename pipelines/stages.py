@@ -1,7 +1,8 @@
 """The stages of preprocessing, as Ray Data batch UDFs around core functions.
 
-Rows carry ``stage`` and ``error`` columns. A stage works on rows whose ``error`` is empty and turns
-any exception into a failure (``stage`` = its name, ``error`` = the message): one bad clip never
+Rows carry ``stage``, ``error`` and ``reason`` columns. A stage works on rows whose ``error`` is empty and
+turns any exception into a failure (``stage`` = its name, ``error`` = the message, ``reason`` = a download
+error's class, see ``speech2face.download``): one bad clip never
 kills the job, and no row is dropped. ``FailureSink`` writes failures out before the feature stage,
 so that stage sees only good rows and can return fixed-shape tensor columns.
 """
@@ -9,7 +10,9 @@ so that stage sees only good rows and can return fixed-shape tensor columns.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import os
 import resource
 import tempfile
 import time
@@ -28,7 +31,7 @@ from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
 
 CPU_STAGES = ("download", "decode", "face", "feature")  # per-clip CPU seconds are recorded for these
-FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error"]
+FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error", "reason"]
 JPEG_QUALITY = 95
 
 
@@ -52,14 +55,25 @@ def _per_row(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict]) -> pd.
             row.update(fn(row))
         except Exception as error:  # noqa: BLE001 - any per-clip error becomes a failure row
             row["stage"], row["error"] = stage, f"{type(error).__name__}: {error}"[:2000]
+            row["reason"] = getattr(error, "reason", "")
         row[f"cpu_{stage}_s"] = cpu_seconds() - started
     return pd.DataFrame(rows)
 
 
 class DownloadStage:
-    """yt-dlp fetches only the segment; the file's bytes travel on, so later stages may run anywhere."""
+    """yt-dlp fetches only the segment; the file's bytes travel on, so later stages may run anywhere.
 
-    def __init__(self, config: DownloadConfig):
+    A cookies file (local or s3://) is copied once per actor, so to every node that downloads, into a
+    file only this user can read.
+    """
+
+    def __init__(self, config: DownloadConfig, cookies_uri: str | None = None):
+        self._cookies_dir = tempfile.TemporaryDirectory(prefix="s2f-cookies-") if cookies_uri else None
+        if cookies_uri:
+            cookies = os.path.join(self._cookies_dir.name, "cookies.txt")
+            with os.fdopen(os.open(cookies, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
+                file.write(storage.read_bytes(cookies_uri))
+            config = dataclasses.replace(config, cookies=cookies)
         self.config = config
 
     def _download(self, row: dict) -> dict:
@@ -140,7 +154,9 @@ def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> Non
 
 
 def failures_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist([{c: row[c] for c in FAILURE_COLUMNS} for row in rows], schema=FAILURE_SCHEMA)
+    """``reason`` is null where there is none (parse and non-download failures)."""
+    records = [{c: row.get(c) for c in FAILURE_COLUMNS} | {"reason": row.get("reason") or None} for row in rows]
+    return pa.Table.from_pylist(records, schema=FAILURE_SCHEMA)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -150,7 +166,8 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()),
-                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string())])  # fmt: skip
+                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string()),
+                            ("reason", pa.string())])  # fmt: skip
 
 
 def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:

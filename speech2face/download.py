@@ -1,7 +1,19 @@
-"""Download only one segment of a video with yt-dlp, with timeouts, bounded retries and backoff."""
+"""Download only one segment of a video with yt-dlp: a total deadline, a size cap, retries by error class.
+
+Every failure carries a ``reason``: ``unavailable`` (removed, private, 404/410: never retried),
+``throttled`` (429, a bot check: retried after a long backoff with jitter, then recorded so a later run
+can retry just those), ``transient`` (5xx, timeouts, resets: retried with a short backoff), ``deadline``
+(the clip's total time ran out) and ``too_large`` (the segment outgrew the size cap).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import random
+import signal
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +24,35 @@ DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
 # Enough picture for a 224x224 face crop, and far less to fetch than full HD.
 DEFAULT_FORMAT = "bv*[height<=720]+ba/b[height<=720]/b"
 
+REASONS = UNAVAILABLE, THROTTLED, TRANSIENT, DEADLINE, TOO_LARGE = (
+    "unavailable", "throttled", "transient", "deadline", "too_large")  # fmt: skip
+RETRIED_NOW = (THROTTLED, TRANSIENT)
+
+# Checked in order: the first class whose marker is in yt-dlp's message wins; anything else is transient.
+_MARKERS = (
+    (THROTTLED, ("HTTP Error 429", "Too Many Requests", "confirm you're not a bot", "confirm you’re not a bot",
+                 "Sign in to confirm", "rate-limited")),
+    (TRANSIENT, ("HTTP Error 408", "HTTP Error 5")),
+    (UNAVAILABLE, ("HTTP Error 4", "Unsupported URL", "is not a valid URL", "Video unavailable", "Private video",
+                   "This video is private", "has been removed", "no longer available", "account associated with",
+                   "members-only", "This video is not available")),
+)  # fmt: skip
+
+
+def classify(message: str) -> str:
+    """The reason class of a yt-dlp error message."""
+    for reason, markers in _MARKERS:
+        if any(marker in message for marker in markers):
+            return reason
+    return TRANSIENT
+
 
 class DownloadError(RuntimeError):
-    """The segment could not be fetched; ``permanent`` errors (HTTP 4xx, unsupported URL) are not retried."""
+    """The segment could not be fetched; ``reason`` is one of ``REASONS``."""
 
-    def __init__(self, message: str, permanent: bool = False):
+    def __init__(self, message: str, reason: str = TRANSIENT):
         super().__init__(message)
-        self.permanent = permanent
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -26,19 +60,21 @@ class DownloadConfig:
     url_template: str = DEFAULT_URL_TEMPLATE
     socket_timeout_s: float = 20.0
     retries: int = 2
-    backoff_s: float = 1.0
+    backoff_s: float = 1.0  # transient errors: backoff_s * 2**attempt
+    throttle_backoff_s: float = 30.0  # throttled: throttle_backoff_s * 2**attempt, with jitter
+    deadline_s: float = 120.0  # the whole clip: every attempt and backoff
+    max_download_mb: float = 200.0
     format: str = DEFAULT_FORMAT
+    cookies: str | None = None  # a local cookies.txt (Netscape format); its values are never logged
+    proxy: str | None = None
+    max_downloads_per_minute: float | None = None  # per node, shared by every process on it
+    sleep_requests_s: float = 0.0  # yt-dlp's sleep_interval_requests, between a video's extraction requests
 
 
 def segment_url(ytid: str, url_template: str) -> str:
     if not YTID_PATTERN.fullmatch(ytid):
-        raise DownloadError(f"refusing ytid {ytid!r}: not an 11-character YouTube id", permanent=True)
+        raise DownloadError(f"refusing ytid {ytid!r}: not an 11-character YouTube id", UNAVAILABLE)
     return url_template.format(ytid=ytid)
-
-
-def _is_permanent(message: str) -> bool:
-    markers = ("HTTP Error 4", "Unsupported URL", "is not a valid URL", "Video unavailable", "Private video")
-    return any(marker in message for marker in markers)
 
 
 class _QuietLogger:
@@ -50,10 +86,47 @@ class _QuietLogger:
     def error(self, message: str) -> None: ...
 
 
-def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: DownloadConfig) -> Path:
+def _kill_processes_writing_to(out_dir: Path) -> None:
+    """SIGKILL the processes (yt-dlp's ffmpeg) whose command line names ``out_dir``, a unique temp dir."""
+    marker = str(out_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):  # it ended meanwhile, or is not ours to read
+            continue
+
+
+class _Deadline:
+    """Kills the attempt's ffmpeg when the clip's time is up; ffmpeg does the network reads of a segment."""
+
+    def __init__(self, out_dir: Path, ends_at: float):
+        self.out_dir, self.ends_at, self.fired = out_dir, ends_at, False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            if time.monotonic() >= self.ends_at:
+                self.fired = True
+                _kill_processes_writing_to(self.out_dir)
+
+    def __enter__(self) -> _Deadline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) -> dict:
     import yt_dlp  # heavy import, only where downloads happen
 
     timeout_us = str(int(config.socket_timeout_s * 1e6))
+    max_bytes = str(int(config.max_download_mb * 2**20))
     options = {
         "quiet": True,
         "logger": _QuietLogger(),
@@ -67,24 +140,78 @@ def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: Downl
         # non-keyframe start), the audio keeps its original samples, and it saves ~0.15 CPU s a clip.
         "force_keyframes_at_cuts": False,
         "socket_timeout": config.socket_timeout_s,
-        "retries": 0,  # retries are ours, with backoff, so a stalled server costs a bounded time
+        "retries": 0,  # retries are ours, by error class, so a failing server costs a bounded time
         "fragment_retries": 0,
-        # ffmpeg fetches the section; -rw_timeout stops it waiting forever on a stalled server.
-        "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", timeout_us]},
+        # ffmpeg fetches the section: -rw_timeout stops it waiting forever on a stalled server, and -fs
+        # stops it writing past the size cap (the file then reaches the cap: too_large).
+        "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", timeout_us], "ffmpeg_o": ["-fs", max_bytes]},
+        "sleep_interval_requests": config.sleep_requests_s,
     }
+    if config.cookies:
+        options["cookiefile"] = config.cookies
+    if config.proxy:
+        options["proxy"] = config.proxy
+    return options
+
+
+def _largest_file_bytes(out_dir: Path) -> int:
+    return max((path.stat().st_size for path in out_dir.iterdir() if path.is_file()), default=0)
+
+
+def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: DownloadConfig, ends_at: float) -> Path:
+    import yt_dlp
+
+    too_large = DownloadError(f"the segment reached --max-download-mb {config.max_download_mb:g}", TOO_LARGE)
     try:
-        with yt_dlp.YoutubeDL(options) as ydl:
+        with _Deadline(out_dir, ends_at) as deadline, yt_dlp.YoutubeDL(_options(out_dir, start, end, config)) as ydl:
             info = ydl.extract_info(url, download=True)
             path = Path(ydl.prepare_filename(info))
     except yt_dlp.utils.DownloadError as error:
+        if deadline.fired:
+            raise DownloadError(f"the clip's deadline of {config.deadline_s:g} s passed", DEADLINE) from None
+        if _largest_file_bytes(out_dir) >= config.max_download_mb * 2**20:
+            raise too_large from None
         message = str(error).removeprefix("ERROR: ")
-        raise DownloadError(message, permanent=_is_permanent(message)) from None
+        raise DownloadError(message, classify(message)) from None
     if not path.is_file():  # after merging, the extension may differ from the template's
         candidates = sorted(out_dir.glob("segment.*"))
         if not candidates:
             raise DownloadError(f"yt-dlp reported success but wrote no file for {url}")
         path = candidates[0]
+    if deadline.fired:
+        raise DownloadError(f"the clip's deadline of {config.deadline_s:g} s passed", DEADLINE)
+    if path.stat().st_size >= config.max_download_mb * 2**20:
+        raise too_large
     return path
+
+
+class NodeRateLimiter:
+    """At most ``per_minute`` download starts per minute on this machine, across all its processes.
+
+    The next free start time lives in a file under the node's temp dir, updated under an exclusive lock.
+    """
+
+    def __init__(self, per_minute: float, path: str | Path | None = None):
+        self.interval_s = 60.0 / per_minute
+        self.path = Path(path or Path(tempfile.gettempdir()) / "speech2face-download-slots")
+
+    def wait(self) -> None:
+        with open(self.path, "a+") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            file.seek(0)
+            text = file.read().strip()
+            now = time.time()
+            slot = max(now, float(text) if text else 0.0)
+            file.seek(0)
+            file.truncate()
+            file.write(f"{slot + self.interval_s:.6f}")
+        time.sleep(max(0.0, slot - now))
+
+
+def _backoff_s(reason: str, attempt: int, config: DownloadConfig) -> float:
+    if reason == THROTTLED:  # jitter spreads the retries of many workers throttled at the same moment
+        return config.throttle_backoff_s * 2**attempt * random.uniform(0.5, 1.5)
+    return config.backoff_s * 2**attempt
 
 
 def download_segment(
@@ -94,12 +221,23 @@ def download_segment(
     url = segment_url(ytid, config.url_template)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    limiter = NodeRateLimiter(config.max_downloads_per_minute) if config.max_downloads_per_minute else None
+    ends_at = None
     for attempt in range(config.retries + 1):
+        if limiter:
+            limiter.wait()
+        ends_at = ends_at or time.monotonic() + config.deadline_s  # waiting for a slot is not the clip's time
         try:
-            return _fetch_once(url, start, end, out_dir, config)
+            return _fetch_once(url, start, end, out_dir, config, ends_at)
         except DownloadError as error:
-            if error.permanent or attempt == config.retries:
+            delay = _backoff_s(error.reason, attempt, config)
+            final = error.reason not in RETRIED_NOW or attempt == config.retries
+            if not final and time.monotonic() + delay >= ends_at:
+                error, final = DownloadError(f"{error}; no time left to retry", DEADLINE), True
+            if final:
                 raise DownloadError(f"{url} [{start}-{end}s] after {attempt + 1} attempt(s): {error}",
-                                    permanent=error.permanent) from None  # fmt: skip
-            time.sleep(config.backoff_s * 2**attempt)
+                                    error.reason) from None  # fmt: skip
+            for leftover in out_dir.iterdir():  # a partial file must not pass for the next attempt's
+                leftover.unlink()
+            time.sleep(delay)
     raise AssertionError("unreachable")

@@ -15,6 +15,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -100,14 +101,26 @@ def read_bytes(uri: str | os.PathLike) -> bytes:
         raise _missing(uri) from error
 
 
+# S3 errors worth retrying (the ones Ray Data's own writes retry, see DataContext.retried_io_errors).
+TRANSIENT_S3_ERRORS = ("AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN", "AWS Error INTERNAL_FAILURE",
+                       "AWS Error SERVICE_UNAVAILABLE", "HTTP status 503")  # fmt: skip
+S3_WRITE_BACKOFF_S = (1, 2, 4, 8, 16)  # ~31 s: a gateway restart, not a long outage
+
+
 def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     """Write a whole file. Locally via a temp file + rename, so readers never see half a file;
-    an S3 PUT is already all-or-nothing."""
+    an S3 PUT is already all-or-nothing, and is retried on transient errors."""
     filesystem, path = resolve(uri)
     if is_remote(uri):
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(data)
-        return
+        for backoff_s in (*S3_WRITE_BACKOFF_S, None):
+            try:
+                with filesystem.open_output_stream(path) as stream:
+                    stream.write(data)
+                return
+            except OSError as error:
+                if backoff_s is None or not any(marker in str(error) for marker in TRANSIENT_S3_ERRORS):
+                    raise
+                time.sleep(backoff_s)
     directory, name = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
     fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
@@ -158,6 +171,34 @@ def makedirs(uri: str | os.PathLike) -> None:
             f"S3 bucket '{bucket}' (for {os.fspath(uri)}) does not exist or is not visible with these "
             f"credentials; create it first, e.g. `aws s3 mb s3://{bucket}`."
         )
+
+
+class NotWritableError(OSError):
+    """``check_writable`` failed; the message names the URI and where credentials came from, never a secret."""
+
+
+def credential_source() -> str:
+    """Where the AWS default chain finds credentials here, as a person would check it (no values)."""
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment"
+    if os.environ.get("AWS_PROFILE"):
+        return f"profile {os.environ['AWS_PROFILE']!r} (AWS_PROFILE) of ~/.aws"
+    if os.path.exists(os.path.expanduser("~/.aws/credentials")):
+        return "the default profile of ~/.aws/credentials"
+    return "none in the environment or ~/.aws (the instance role, if any)"
+
+
+def check_writable(uri: str | os.PathLike) -> None:
+    """Write and delete a small marker object under ``uri``, so a bad bucket or key fails before any work."""
+    marker = join(uri, f".write-check-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        makedirs(uri)
+        write_bytes(marker, b"speech2face write check\n")
+        delete(marker)
+    except (OSError, ValueError) as error:
+        detail = str(error).strip().splitlines()[0][:300].rstrip(".") if str(error).strip() else type(error).__name__
+        where = f"; S3 credentials: {credential_source()}" if is_remote(uri) else ""
+        raise NotWritableError(f"cannot write to {os.fspath(uri)}: {detail}{where}") from None
 
 
 @contextlib.contextmanager

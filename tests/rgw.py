@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +83,7 @@ class RGWServer:
     secret_key: str
     region: str = REGION
     _processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    _spawn_gateway: Callable[[], None] | None = field(default=None, repr=False)
 
     def env(self) -> dict[str, str]:
         """Environment variables an S3 client (pyarrow, the AWS SDKs, Ray workers) needs."""
@@ -123,20 +124,33 @@ class RGWServer:
     def stop(self) -> None:
         """Stop radosgw, then the OSD, then the monitor (an OSD whose monitor is gone may hang)."""
         while self._processes:
-            proc = self._processes.pop()
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _terminate(self._processes.pop())
+
+    def stop_gateway(self) -> None:
+        """Stop radosgw alone, as an outage: clients get connection errors; the monitor and OSD keep the data."""
+        _terminate(self._processes.pop())  # radosgw is started last
+
+    def start_gateway(self) -> None:
+        """Start radosgw again after ``stop_gateway`` and wait until it answers. Call it from the thread
+        that started the server (the daemons die with their starting thread)."""
+        self._spawn_gateway()
+        _wait_for_http(self.endpoint, time.monotonic() + START_TIMEOUT_S, self._processes)
 
     def __enter__(self) -> RGWServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _write_conf(workdir: Path, fsid: str, mon_port: int, rgw_port: int) -> Path:
@@ -269,7 +283,7 @@ def start_rgw(workdir: str | os.PathLike) -> RGWServer:
     die_with_parent = _die_with_parent_hook()
 
     def spawn(args: list[str], log_name: str) -> None:
-        log = open(workdir / f"{log_name}.stdout.log", "wb")
+        log = open(workdir / f"{log_name}.stdout.log", "ab")  # a restarted gateway appends
         server._processes.append(
             subprocess.Popen(
                 args,
@@ -304,7 +318,8 @@ def start_rgw(workdir: str | os.PathLike) -> RGWServer:
         (workdir / "osd.0").mkdir()
         _run(["ceph-osd", "-c", conf, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid], workdir)
         spawn(["ceph-osd", "-c", conf, "-f", "-i", "0"], "osd.0")
-        spawn(["radosgw", "-c", conf, "-f", "-n", "client.rgw"], "client.rgw")
+        server._spawn_gateway = lambda: spawn(["radosgw", "-c", conf, "-f", "-n", "client.rgw"], "client.rgw")
+        server._spawn_gateway()
         _wait_for_http(server.endpoint, deadline, server._processes)
         _run(
             [

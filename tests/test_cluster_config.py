@@ -8,6 +8,7 @@ cannot be built here, so its Dockerfile is parsed and checked against the reposi
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import re
 import shlex
 import tomllib
@@ -233,6 +234,16 @@ def test_image_copies_the_pinned_files_and_every_project_package():
     needed = {pattern.rstrip("*") for pattern in packages} | set(PINNED_FILES) | {"pyproject.toml"}
     needed |= {pyproject["project"]["readme"]} if isinstance(pyproject["project"].get("readme"), str) else set()
     assert needed <= copied, f"the Dockerfile does not COPY {sorted(needed - copied)}"
+
+
+def test_image_gets_yt_dlps_javascript_runtime_and_challenge_scripts():
+    """Today's YouTube needs both; the image installs requirements.txt, so pinning them there is enough."""
+    pins = {r.name: r for r in _requirements(ROOT / "requirements.txt")}
+    assert "default" in pins["yt-dlp"].extras and "deno" in pins
+    default_extra = [r for r in map(Requirement, importlib.metadata.requires("yt-dlp")) if r.marker
+                     and r.marker.evaluate({"extra": "default"}) and not r.marker.evaluate({"extra": ""})]  # fmt: skip
+    assert "yt-dlp-ejs" in {r.name for r in default_extra}
+    assert importlib.metadata.version("yt-dlp-ejs") and importlib.metadata.version("deno")
 
 
 def test_image_installs_ffmpeg():

@@ -14,7 +14,7 @@ import pytest
 
 from speech2face import storage
 from tests.local_cluster import RAY, start_cluster
-from tests.stalling_server import serve
+from tests.loopback_server import serve
 from tests.test_preprocess import read_clips
 
 ROOT = Path(__file__).resolve().parents[1]

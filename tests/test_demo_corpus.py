@@ -262,7 +262,10 @@ def test_cli_reuses_a_complete_corpus_and_imports_no_ray(corpus):
 def test_cli_serves_the_corpus_until_interrupted(corpus):
     out_dir, _ = corpus
     command = [sys.executable, "-m", "pipelines.demo_corpus", "--out", str(out_dir), *CLI_ARGS, "--serve", "0"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (`make test &`, some CI runners) ignores SIGINT, and so would the child;
+    # restore the default so Python turns Ctrl-C into KeyboardInterrupt, as in a terminal.
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         lines = [server.stdout.readline() for _ in range(3)]
         serving = next(line for line in lines if line.startswith("serving "))

@@ -1,6 +1,9 @@
-"""yt-dlp segment downloads against a real loopback HTTP server."""
+"""yt-dlp segment downloads against real loopback HTTP servers, well-behaved and not."""
 
+import shutil
 import subprocess
+import sys
+import threading
 import time
 import urllib.request
 
@@ -8,9 +11,9 @@ import numpy as np
 import pytest
 
 from speech2face.audio import decode_audio
-from speech2face.download import DownloadConfig, DownloadError, download_segment
+from speech2face.download import DownloadConfig, DownloadError, NodeRateLimiter, classify, download_segment
 from speech2face.video import probe_video, read_frame
-from tests.stalling_server import serve
+from tests import loopback_server as loopback
 
 YTID = "vidABCDEF01"
 NOISY = "noiseABCD01"  # white noise (no period to mistake a shift for a match), a keyframe every 2 s
@@ -33,8 +36,24 @@ def site(tmp_path_factory):
          "-movflags", "+faststart", str(root / f"{NOISY}.mp4")],
         check=True,
     )  # fmt: skip
-    with serve(root, stall_names={"stalled0001.mp4"}) as base_url:
-        yield base_url
+    for name in ("throttle2x1", "redirected1", "withcookie1"):
+        shutil.copy(root / f"{YTID}.mp4", root / f"{name}.mp4")
+
+    def scripts(site, release):
+        return {
+            "stalled0001.mp4": loopback.stall(release),
+            "throttle2x1.mp4": loopback.status(429, times=2),
+            "throttled01.mp4": loopback.status(429),
+            "error500001.mp4": loopback.status(500),
+            "gone0000001.mp4": loopback.status(410),
+            "removed0001.mp4": loopback.page("Video unavailable"),
+            "redirect001.mp4": loopback.redirect("redirected1.mp4"),
+            "trickle0001.mp4": loopback.trickle((root / f"{YTID}.mp4").read_bytes(), 1024, site, release),
+            "hugevideo01.mkv": loopback.generated_video(300 << 20, site),
+        }
+
+    with loopback.serve_site(root, scripts) as site:
+        yield site
 
 
 def duration(path) -> float:
@@ -43,8 +62,17 @@ def duration(path) -> float:
     return float(out.stdout)
 
 
-def config(base_url, **kw):
-    return DownloadConfig(url_template=base_url + "/{ytid}.mp4", socket_timeout_s=2, backoff_s=0.1, **kw)
+def config(site, **kw):
+    kw = {"url_template": site.url + "/{ytid}.mp4", "socket_timeout_s": 2, "backoff_s": 0.1,
+          "throttle_backoff_s": 0.2} | kw  # fmt: skip
+    return DownloadConfig(**kw)
+
+
+def fails(ytid, tmp_path, site_config) -> tuple[DownloadError, float]:
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as caught:
+        download_segment(ytid, 0, 5, tmp_path, site_config)
+    return caught.value, time.monotonic() - started
 
 
 def test_downloads_only_the_segment(site, tmp_path):
@@ -54,7 +82,7 @@ def test_downloads_only_the_segment(site, tmp_path):
 
 def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
     path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site))  # keyframes at 2 and 4 s, not at 3.3
-    original, _ = urllib.request.urlretrieve(f"{site}/{NOISY}.mp4", tmp_path / "original.mp4")
+    original, _ = urllib.request.urlretrieve(f"{site.url}/{NOISY}.mp4", tmp_path / "original.mp4")
     segment, reference = decode_audio(path, 0.0, 4.0), decode_audio(original, 3.3, 4.0)
     assert (
         abs(segment.size - reference.size) <= 16
@@ -66,21 +94,109 @@ def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
     assert np.abs(frame.astype(int) - expected.astype(int)).mean() < 3  # testsrc moves: a shifted cut would differ
 
 
-def test_missing_video_is_permanent_and_not_retried(site, tmp_path):
-    started = time.monotonic()
-    with pytest.raises(DownloadError, match="404") as caught:
-        download_segment("nosuchvideo", 0, 5, tmp_path, config(site, retries=3))
-    assert caught.value.permanent
-    assert "after 1 attempt(s)" in str(caught.value)
-    assert time.monotonic() - started < 5
+@pytest.mark.parametrize("ytid", ["nosuchvideo", "gone0000001", "removed0001"])  # 404, 410, an HTML page
+def test_an_unavailable_video_is_tried_exactly_once(ytid, site, tmp_path):
+    error, seconds = fails(ytid, tmp_path, config(site, retries=3))
+    assert error.reason == "unavailable", error
+    assert "after 1 attempt(s)" in str(error) and site.hits[f"{ytid}.mp4"] == 1
+    assert seconds < 5
 
 
 def test_stalled_server_times_out_after_bounded_retries(site, tmp_path):
-    started = time.monotonic()
-    with pytest.raises(DownloadError, match="timed out") as caught:
-        download_segment("stalled0001", 0, 5, tmp_path, config(site, retries=1))
-    assert "after 2 attempt(s)" in str(caught.value)
-    assert time.monotonic() - started < 20  # 2 attempts x 2 s timeout + backoff, not forever
+    error, seconds = fails("stalled0001", tmp_path, config(site, retries=1))
+    assert error.reason == "transient" and "timed out" in str(error)
+    assert "after 2 attempt(s)" in str(error)
+    assert seconds < 20  # 2 attempts x 2 s timeout + backoff, not forever
+
+
+def test_server_errors_are_transient_and_retried_as_configured(site, tmp_path):
+    error, _ = fails("error500001", tmp_path, config(site, retries=2))
+    assert error.reason == "transient" and "500" in str(error)
+    assert "after 3 attempt(s)" in str(error) and site.hits["error500001.mp4"] == 3
+
+
+def test_429_twice_then_200_is_downloaded(site, tmp_path):
+    path = download_segment("throttle2x1", 3.0, 7.5, tmp_path, config(site, retries=2))
+    assert duration(path) == pytest.approx(4.5, abs=0.3)
+    assert site.hits["throttle2x1.mp4"] >= 3  # two 429s, then yt-dlp's request and ffmpeg's
+
+
+def test_429_every_time_is_throttled_after_the_retries(site, tmp_path):
+    error, seconds = fails("throttled01", tmp_path, config(site, retries=2))
+    assert error.reason == "throttled" and "429" in str(error)
+    assert site.hits["throttled01.mp4"] == 3
+    assert seconds >= 0.2 * 0.5 + 0.4 * 0.5  # it backed off between tries (jitter: 0.5x to 1.5x)
+
+
+def test_a_trickling_server_hits_the_deadline(site, tmp_path):
+    error, seconds = fails("trickle0001", tmp_path, config(site, deadline_s=3, retries=2))
+    assert error.reason == "deadline", error
+    assert seconds < 3 + 10
+    assert site.bytes_sent["trickle0001.mp4"] < 20_000  # it was stopped, not read to the end at 1 KB/s
+
+
+def test_a_huge_segment_is_too_large_and_never_written_whole(site, tmp_path):
+    error, _ = fails("hugevideo01", tmp_path, config(site, url_template=site.url + "/{ytid}.mkv", max_download_mb=20))
+    assert error.reason == "too_large", error
+    written = sum(path.stat().st_size for path in tmp_path.rglob("*") if path.is_file())
+    assert written < 25 << 20 and site.bytes_sent["hugevideo01.mkv"] < 100 << 20  # of 300 MB
+
+
+def test_a_redirect_is_followed(site, tmp_path):
+    path = download_segment("redirect001", 3.0, 7.5, tmp_path, config(site))
+    assert duration(path) == pytest.approx(4.5, abs=0.3)
+    assert site.hits["redirected1.mp4"] >= 1
+
+
+def test_the_cookies_file_is_sent(site, tmp_path):
+    cookies = loopback.write_cookies(tmp_path / "cookies.txt", "session", "s3cr3t-cookie-v4lue")
+    download_segment("withcookie1", 1.0, 4.0, tmp_path / "out", config(site, cookies=str(cookies)))
+    sent = [headers.get("Cookie", "") for headers in site.headers]
+    assert any("session=s3cr3t-cookie-v4lue" in cookie for cookie in sent), sent
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("[youtube] abc: Sign in to confirm you’re not a bot. Use --cookies-from-browser", "throttled"),
+        ("unable to download video data: HTTP Error 429: Too Many Requests", "throttled"),
+        ("[youtube] abc: Private video. Sign in if you've been granted access", "unavailable"),
+        ("[youtube] abc: Video unavailable. This video has been removed by the uploader", "unavailable"),
+        ("unable to download webpage: HTTP Error 404: Not Found", "unavailable"),
+        ("unable to download webpage: HTTP Error 503: Service Unavailable", "transient"),
+        ("unable to download webpage: The read operation timed out", "transient"),
+        ("[Errno 104] Connection reset by peer", "transient"),
+    ],
+)
+def test_yt_dlp_messages_map_to_reasons(message, reason):
+    assert classify(message) == reason
+
+
+def test_the_rate_limit_spaces_download_starts_across_processes(tmp_path):
+    slots = tmp_path / "slots"  # one file per node; two limiters stand for two processes on it
+    limiters = [NodeRateLimiter(per_minute=120, path=slots) for _ in range(2)]
+    starts = []
+
+    def worker(limiter):
+        for _ in range(2):
+            limiter.wait()
+            starts.append(time.time())
+
+    threads = [threading.Thread(target=worker, args=(limiter,)) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    gaps = np.diff(sorted(starts))
+    assert len(starts) == 4 and gaps.min() >= 0.5 - 0.05, gaps  # 120 a minute: one start per 0.5 s
+
+
+def test_yt_dlp_finds_the_deno_runtime_and_the_ejs_scripts(site):
+    result = subprocess.run([sys.executable, "-m", "yt_dlp", "-v", "--simulate", f"{site.url}/{YTID}.mp4"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    debug = result.stdout + result.stderr
+    assert result.returncode == 0, debug
+    assert "JS runtimes: deno-" in debug and "yt_dlp_ejs-" in debug, debug[-3000:]
 
 
 @pytest.mark.parametrize("ytid", ["../etc/pass", "$(id)abcdef", "a b c d e f"])

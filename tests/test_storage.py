@@ -1,6 +1,8 @@
 """speech2face.storage behaves the same on a local directory and on s3:// (a real Ceph RGW)."""
 
 import os
+import threading
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -110,6 +112,30 @@ def test_makedirs_s3_checks_the_bucket_exists(s3_bucket):
     assert storage.list_files(f"s3://{s3_bucket.name}") == []
     with pytest.raises(FileNotFoundError, match="bucket 'no-such-bucket-here'.*create it"):
         storage.makedirs("s3://no-such-bucket-here/out")
+
+
+def test_an_s3_write_during_a_gateway_outage_is_retried_until_it_lands(s3_bucket):
+    uri, data = storage.join(s3_bucket.uri, "during-outage.bin"), os.urandom(4096)
+    outcome = {}
+
+    def write():
+        try:
+            storage.write_bytes(uri, data)
+            outcome["landed"] = time.monotonic()
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = error
+
+    s3_bucket.server.stop_gateway()
+    writer = threading.Thread(target=write)
+    try:
+        writer.start()
+        time.sleep(2)
+    finally:
+        s3_bucket.server.start_gateway()  # from this (the starting) thread: see RGWServer.start_gateway
+    back = time.monotonic()
+    writer.join(60)
+    assert "error" not in outcome and outcome.get("landed", 0) > back, outcome  # only possible after the restart
+    assert storage.read_bytes(uri) == data
 
 
 def test_makedirs_local_creates_the_directory(tmp_path):
