@@ -9,9 +9,13 @@ median is in the JSON): on a shared machine the best is the least disturbed, for
 
 Variants are '+'-joined features: fp32 (nothing), channels_last, bf16 (autocast), compile
 (torch.compile), fused_adam, bf16_head (the FC head under autocast too, as before the encoder kept
-its first FC in fp32: for A/B); "fast" is what speech2face.perf.fast_path picks on this device.
+its first FC in fp32: for A/B); "fast" is what speech2face.perf.fast_path picks on this device;
+"trainer" is exactly trainer.train's step (speech2face.perf.train_step on the fast path, --amp auto).
 
     python -m benchmarks.train_step --batch-sizes 2 --steps 3 --warmup 1 --json /tmp/train_step.json
+    # the demo's training step (tiny preset, 300-frame crops, 128-D dlib features, L2norm loss):
+    python -m benchmarks.train_step --preset tiny --batch-sizes 8 --frames 300 --out-dim 128 --loss l2norm \
+        --variants trainer --no-keras --steps 20
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from speech2face.audio import NUM_BINS, NUM_FRAMES
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
-from speech2face.perf import choose_fast_path
+from speech2face.perf import choose_fast_path, train_step
 from speech2face.vggface import FEATURE_DIM, VGGFace
 
-FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head")
+FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head", "trainer")
 DEFAULT_VARIANTS = ",".join(
     [
         "fp32",
@@ -48,7 +52,7 @@ DEFAULT_VARIANTS = ",".join(
         "fast+compile",
     ]
 )
-PAPER_LOSS = LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=2.0)
+LOSSES = {"paper": LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=2.0), "l2norm": LossWeights()}
 
 
 def parse_variant(name: str, device: torch.device) -> frozenset[str]:
@@ -58,6 +62,9 @@ def parse_variant(name: str, device: torch.device) -> frozenset[str]:
         if part == "fast":
             choice = choose_fast_path(device)
             features |= {"channels_last", "fused_adam"} | ({"bf16"} if choice.amp_dtype == torch.bfloat16 else set())
+        elif part == "trainer":  # its bf16 is the fast path's choice (the label picks the peak to compare to)
+            native = choose_fast_path(device).amp_dtype == torch.bfloat16
+            features |= {"trainer", "channels_last", "fused_adam"} | ({"bf16"} if native else set())
         elif part in FEATURES:
             features.add(part)
         else:
@@ -96,16 +103,16 @@ def make_classifier(device: torch.device):
     return vggface.classifier_logits
 
 
-def count_step_flops(preset: str, batch_size: int) -> int:
+def count_step_flops(preset: str, batch_size: int, frames: int, out_dim: int, loss: str) -> int:
     """FLOPs of one forward + backward (encoder and loss), counted on the meta device (shapes only)."""
     device = torch.device("meta")
     with device:
-        model = VoiceEncoder(preset)
-        spectrograms = torch.randn(batch_size, NUM_FRAMES, NUM_BINS, 2)
-        targets = torch.randn(batch_size, FEATURE_DIM)
-    classifier = make_classifier(device)
+        model = VoiceEncoder(preset, out_dim)
+        spectrograms = torch.randn(batch_size, frames, NUM_BINS, 2)
+        targets = torch.randn(batch_size, out_dim)
+    classifier = make_classifier(device) if LOSSES[loss].distill else None
     with FlopCounterMode(display=False) as counter:
-        total_loss(model(spectrograms), targets, PAPER_LOSS, classifier)["total"].backward()
+        total_loss(model(spectrograms), targets, LOSSES[loss], classifier)["total"].backward()
     return counter.get_total_flops()
 
 
@@ -116,11 +123,12 @@ def _bf16_head_forward(model: VoiceEncoder, spectrograms: torch.Tensor) -> torch
 
 
 def time_variant(
-    preset: str, batch_size: int, features: frozenset[str], steps: int, warmup: int, device, profile: bool = False
-) -> dict:
+    preset: str, batch_size: int, features: frozenset[str], steps: int, warmup: int, device, profile: bool = False,
+    frames: int = NUM_FRAMES, out_dim: int = FEATURE_DIM, loss: str = "paper",
+) -> dict:  # fmt: skip
     """Seconds per training step of one variant: the best and the median of ``steps`` timed ones."""
     torch.manual_seed(0)
-    model = VoiceEncoder(preset).to(device)
+    model = VoiceEncoder(preset, out_dim).to(device)
     if "channels_last" in features:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
@@ -129,14 +137,20 @@ def time_variant(
     if "bf16_head" in features:
         model.forward = _bf16_head_forward.__get__(model)
     step_model = torch.compile(model) if "compile" in features else model
-    classifier = make_classifier(device)
-    spectrograms = torch.randn(batch_size, NUM_FRAMES, NUM_BINS, 2, device=device)
-    targets = torch.randn(batch_size, FEATURE_DIM, device=device)
+    weights = LOSSES[loss]
+    classifier = make_classifier(device) if weights.distill else None
+    spectrograms = torch.randn(batch_size, frames, NUM_BINS, 2, device=device)
+    targets = torch.randn(batch_size, out_dim, device=device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in features)
+    choice = choose_fast_path(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=choice.amp_dtype == torch.float16)
 
     def step() -> float:
+        if "trainer" in features:  # the very function trainer.train's loop calls
+            losses = train_step(step_model, optimizer, scaler, choice, spectrograms, targets, weights, classifier)
+            return losses["total"].item()
         with amp:
-            losses = total_loss(step_model(spectrograms), targets, PAPER_LOSS, classifier)
+            losses = total_loss(step_model(spectrograms), targets, weights, classifier)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
@@ -221,6 +235,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     parser.add_argument("--batch-sizes", default="2", help="comma-separated, e.g. 1,2")
+    parser.add_argument("--frames", type=int, default=NUM_FRAMES, help="spectrogram frames (trainer's --crop-frames)")
+    parser.add_argument("--out-dim", type=int, default=FEATURE_DIM, help="face feature size (128 for dlib data)")
+    parser.add_argument("--loss", choices=sorted(LOSSES), default="paper", help="paper: L1 + L2norm + distillation")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (best reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (compile happens here)")
@@ -242,17 +259,23 @@ def main(argv=None) -> None:
     report["peak_tflops_at_start"] = dict(peaks)
 
     for batch_size in batch_sizes:
-        flops = count_step_flops(args.preset, batch_size)
+        flops = count_step_flops(args.preset, batch_size, args.frames, args.out_dim, args.loss)
         print(f"# batch {batch_size}: {flops / batch_size / 1e9:.0f} GFLOP per sample per step (counted)", flush=True)
         keras = None
-        if not args.no_keras and args.preset == "paper":
+        if not args.no_keras and (args.preset, args.frames, args.out_dim, args.loss) == (
+            "paper",
+            NUM_FRAMES,
+            FEATURE_DIM,
+            "paper",
+        ):
             keras = run_keras_reference(batch_size, args.steps, args.warmup, args.threads)
             keras.update(features=[], flops_per_step=flops, tflops=flops / keras["step_s"] / 1e12, ratio_to_keras=1.0)
             report["results"].append(keras)
             where = ", ".join(keras["tf_gpus"]) or "CPU"
             print(f"  {keras['name']}: {keras['step_s']:.2f} s/step (TensorFlow on {where})", flush=True)
         for name, features in variants.items():
-            timing = time_variant(args.preset, batch_size, features, args.steps, args.warmup, device, args.profile)
+            timing = time_variant(args.preset, batch_size, features, args.steps, args.warmup, device, args.profile,
+                                  args.frames, args.out_dim, args.loss)  # fmt: skip
             if timing["profile"]:
                 print(f"# profile of one step: {name}, batch {batch_size}\n{timing['profile']}", flush=True)
             row = {"name": name, "features": sorted(features), "batch_size": batch_size, "flops_per_step": flops,

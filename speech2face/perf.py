@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from speech2face.losses import LossWeights, total_loss
+
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 
@@ -98,3 +100,21 @@ def fast_path(
 def fast_adam_kwargs(device: torch.device | str) -> dict:
     """Extra ``torch.optim.Adam`` arguments for the fast path: the fused kernel (CPU and CUDA)."""
     return {"fused": torch.device(device).type in ("cpu", "cuda")}
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               choice: FastPathChoice, spectrogram: torch.Tensor, face: torch.Tensor, weights: LossWeights,
+               classifier=None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One optimizer step of the voice encoder, exactly as ``trainer.train`` runs it; returns the losses.
+
+    The forward pass runs under the fast path's autocast; the loss is computed in fp32 (the feature's
+    L2 normalisation and the distillation softmax lose too much in bf16).
+    """
+    with choice.autocast():
+        prediction = model(spectrogram)
+    losses = total_loss(prediction.float(), face.float(), weights, classifier)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return losses

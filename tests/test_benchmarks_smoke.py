@@ -1,9 +1,12 @@
 """The training-step benchmark runs, and its FLOP count is the model's (no timing assertions)."""
 
 import json
+import subprocess
+import sys
 
 from benchmarks.train_step import count_step_flops, main
 from speech2face.models import PRESETS, feature_shapes
+from tests.cli import ROOT
 
 
 def analytic_step_flops(preset: str, batch_size: int, num_frames: int = 598) -> int:
@@ -23,20 +26,44 @@ def analytic_step_flops(preset: str, batch_size: int, num_frames: int = 598) -> 
 
 
 def test_flop_count_is_the_models():
-    paper = count_step_flops("paper", 1)
+    paper = count_step_flops("paper", 1, 598, 4096, "paper")
     assert paper == analytic_step_flops("paper", 1)
     assert 530e9 < paper < 540e9  # "about 535 GFLOP per sample" for one training step
-    assert count_step_flops("tiny", 3) == analytic_step_flops("tiny", 3)
+    assert count_step_flops("tiny", 3, 598, 4096, "paper") == analytic_step_flops("tiny", 3)
 
 
 def test_train_step_benchmark_runs(tmp_path, capsys):
     out = tmp_path / "bench.json"
     main(["--preset", "tiny", "--batch-sizes", "1", "--steps", "1", "--warmup", "0",
-          "--variants", "fp32,fast", "--no-keras", "--json", str(out)])  # fmt: skip
+          "--variants", "fp32,fast,trainer", "--no-keras", "--json", str(out)])  # fmt: skip
     report = json.loads(out.read_text())
-    assert [row["name"] for row in report["results"]] == ["fp32", "fast"]
+    assert [row["name"] for row in report["results"]] == ["fp32", "fast", "trainer"]
     for row in report["results"]:
         assert row["flops_per_step"] == analytic_step_flops("tiny", 1)
         assert row["step_s"] > 0 and row["samples_per_s"] > 0 and row["tflops"] > 0
     assert report["peak_tflops"]["fp32"] > 0 and report["peak_tflops"]["bf16"] > 0
     assert "fast" in capsys.readouterr().out
+
+
+def test_the_demo_shaped_step_counts_its_own_flops(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["--preset", "tiny", "--batch-sizes", "2", "--frames", "300", "--out-dim", "128", "--loss", "l2norm",
+          "--steps", "1", "--warmup", "0", "--variants", "trainer", "--no-keras", "--json", str(out)])  # fmt: skip
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["flops_per_step"] == count_step_flops("tiny", 2, 300, 128, "l2norm") < count_step_flops(
+        "tiny", 2, 598, 4096, "paper")  # fmt: skip
+    assert row["samples_per_s"] > 0
+
+
+def test_the_one_command_device_benchmark_runs_on_cpu(tmp_path):
+    """benchmarks.device --quick: every section, including a real 1-epoch trainer.train, in its report."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(tmp_path), "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "device.json").read_text())
+    assert {row["name"] for row in report["step"]["results"]} == {"fast"}
+    assert report["spectrogram"]["clips_per_s"] > 0 and report["vggface"]["images_per_s"] > 0
+    epoch = report["trainer"]
+    assert epoch["samples_per_s"] > 0 and 0 <= epoch["data_wait_frac"] < 1
+    table = (tmp_path / "device.md").read_text()
+    assert "| `trainer.train` 1 epoch (40 clips) |" in table and "| spectrogram |" in table

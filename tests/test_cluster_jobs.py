@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from speech2face import storage
+from tests import loopback_server as loopback
 from tests.local_cluster import RAY, start_cluster
-from tests.loopback_server import serve
 from tests.test_preprocess import read_clips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,23 +61,29 @@ def job_actors(cluster, job_id: str) -> list[dict]:
     return [actor for actor in actors["data"]["result"]["result"] if actor["node_id"]]
 
 
-def test_preprocess_then_train_jobs_on_two_nodes(cluster, small_corpus, s3_bucket):
+def test_preprocess_then_train_jobs_on_two_nodes(cluster, small_corpus, s3_bucket, tmp_path):
     data, runs = storage.join(s3_bucket.uri, "s2f"), storage.join(s3_bucket.uri, "runs")
     csvs = {}
     for name in ("avspeech_train.csv", "avspeech_test.csv"):  # the job reads its CSVs from S3 too
         csvs[name] = (small_corpus.directory / name).read_text().splitlines()
         storage.write_bytes(storage.join(s3_bucket.uri, name), (small_corpus.directory / name).read_bytes())
-    with serve(small_corpus.directory) as base_url:
+    cookie = "cluster-c00kie-value-9d1e"  # from S3: each download actor, on either node, copies it
+    cookies = loopback.write_cookies(tmp_path / "cookies.txt", "session", cookie)
+    storage.write_bytes(storage.join(s3_bucket.uri, "cookies.txt"), cookies.read_bytes())
+    with loopback.serve_site(small_corpus.directory) as site:
         submit(cluster, "preprocess-1", "python", "-m", "pipelines.preprocess",
                "--csv", storage.join(s3_bucket.uri, "avspeech_train.csv"),
                "--test-csv", storage.join(s3_bucket.uri, "avspeech_test.csv"), "--out", data,
-               "--url-template", base_url + "/{ytid}.mp4", "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
-               "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1")  # fmt: skip
+               "--url-template", site.url + "/{ytid}.mp4", "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
+               "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1",
+               "--cookies", storage.join(s3_bucket.uri, "cookies.txt"))  # fmt: skip
         job = wait_for_job(cluster, "preprocess-1")
     logs = job_logs(cluster, "preprocess-1")
     assert job["status"] == "SUCCEEDED", logs[-4000:]
     assert "=== preprocess summary ===" in logs
-    assert s3_bucket.server.secret_key not in logs  # never log credentials
+    assert s3_bucket.server.secret_key not in logs and cookie not in logs  # never log credentials
+    with_cookie = sum(cookie in headers.get("Cookie", "") for headers in site.headers)
+    assert with_cookie >= sum(len(rows) for rows in csvs.values()), "every clip's download sent the cookie"
     nodes = cluster.nodes()
     gpu_nodes = {n["node_id"] for n in nodes if n["resources_total"].get("GPU")}
     actors = job_actors(cluster, job["job_id"])

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -71,6 +73,27 @@ def test_refuses_bad_setups_before_starting_ray(tmp_path):
     assert missing.returncode == 2 and "manifest.json not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def _without_val(data, out):
+    """A copy of ``data`` whose val clips are gone (clips/ and the manifest's counts)."""
+    (out / "clips").mkdir(parents=True)
+    for index, path in enumerate(sorted((data / "clips").glob("*.parquet"))):
+        table = pq.read_table(path)
+        pq.write_table(table.filter(pc.not_equal(table["split"], "val")), out / "clips" / f"{index}.parquet")
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["counts"]["per_split"].pop("val")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_data_without_val_is_refused_in_one_line_before_any_trial(data, tmp_path):
+    no_val = _without_val(data, tmp_path / "no_val")
+    result = run("tuning.sweep", *_sweep_command(no_val, tmp_path / "runs", "s", "--search", "optuna")[3:],
+                 timeout=120)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "no 'val' clips" in lines[0] and not (tmp_path / "runs").exists()
+
+
 def test_concurrency_keeps_a_cpu_for_ray_data_and_says_when_a_trial_cannot_fit():
     args = build_parser().parse_args(["--data", "d", "--storage", "s", "--name", "n", "--cpus-per-worker", "2"])
     assert concurrent_trials(args, {"CPU": 8}) == 3  # 3 x 2.01 CPUs + 1 for Ray Data's reads
@@ -120,6 +143,21 @@ def test_asha_stops_an_absurd_learning_rate_early_and_leaks_nothing(data, ray_ad
     print(f"\n[asha] {trials}")
     assert trials[1e-3]["status"] == "TERMINATED" and int(trials[1e-3]["epochs"]) == 4
     assert trials[10.0]["status"] == "STOPPED_EARLY" and int(trials[10.0]["epochs"]) < 4
+    _no_leak(ray_session)
+
+
+def test_optuna_with_asha_writes_the_reports_and_resumes_without_rerunning(data, ray_address, ray_session, tmp_path):
+    args = (data, tmp_path, "optuna4", "--search", "optuna", "--num-samples", "4", "--scheduler", "asha",
+            "--epochs", "2", "--grace-period", "1", "--max-concurrent-trials", "2")  # fmt: skip
+    _run_sweep(ray_address, *args)
+    trials = _trials(tmp_path / "optuna4")
+    assert len(trials) == 4 and {t["status"] for t in trials} <= {"TERMINATED", "STOPPED_EARLY"}, trials
+    assert len({t["lr"] for t in trials}) == 4  # TPE proposed four different points
+    best = json.loads((tmp_path / "optuna4" / "best_config.json").read_text())
+    assert math.isfinite(best["value"]) and "trainer.train" in best["command"]
+    again = _run_sweep(ray_address, *args, "--resume")
+    assert "started with configuration" not in again.stdout + again.stderr  # a finished sweep starts no trial
+    assert [t["trial_id"] for t in _trials(tmp_path / "optuna4")] == [t["trial_id"] for t in trials]
     _no_leak(ray_session)
 
 

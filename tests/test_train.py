@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from speech2face import storage
+from speech2face.perf import cpu_has_native_bf16
 from tests.cli import ROOT, TINY_RUN, check, make_dataset, read_metrics, run
 
 
@@ -59,9 +60,13 @@ def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
     for row in rows:
         assert 0 <= row["val_r1"] <= row["val_r5"] <= row["val_r10"] <= 1 and np.isfinite(row["train_loss"])
         assert np.isfinite(row["val_loss"]) and row["train_l2norm"] == row["train_loss"] and "train_distill" not in row
+        assert row["samples_per_s"] > 0 and 0 <= row["data_wait_frac"] < 1
     assert rows[1]["step"] == 2 * rows[0]["step"] > 0  # the same number of steps every epoch
     config = storage.read_json(storage.join(run_uri, "config.json"))
     assert config["num_workers"] == 2 and config["preset"] == "tiny" and config["epochs"] == 2
+    expected_amp = "bf16" if cpu_has_native_bf16() else "off"  # the test runs --amp auto on CPU
+    assert config["fast_path"] == {"device": "cpu", "amp_dtype": expected_amp, "channels_last": True,
+                                   "fused_adam": True, "reason": config["fast_path"]["reason"]}  # fmt: skip
     for name in ("curves.png", "model.safetensors", "model.json", "checkpoint_manager_snapshot.json"):
         assert storage.exists(storage.join(run_uri, name)), name
     assert storage.list_files(storage.join(run_uri, "tensorboard"), suffix=".0")  # an event file

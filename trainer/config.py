@@ -72,13 +72,6 @@ class TrainConfig:
         if problems:
             raise ValueError("; ".join(problems))
 
-    @property
-    def amp_dtype(self) -> str:
-        """The autocast dtype actually used: 'auto' means bf16 on GPU and full precision on CPU."""
-        if self.amp == "auto":
-            return "bf16" if self.use_gpu else "off"
-        return self.amp
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -126,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         choices=AMP_MODES,
         default=d.amp,
-        help="autocast dtype; auto = bf16 on GPU, off on CPU; fp16 adds a GradScaler",
+        help="autocast dtype; auto = bf16 where the device multiplies it natively (GPUs; CPUs with AMX or "
+        "AVX512-BF16), else fp32; fp16 adds a GradScaler. Weights are channels_last and Adam fused either way",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation and shuffling")
     p.add_argument(

@@ -7,7 +7,6 @@ A restarted or resumed run continues after the epoch of ``ray.train.get_checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -24,13 +23,13 @@ import torch.distributed as dist
 from speech2face import storage
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
+from speech2face.perf import FastPathChoice, choose_fast_path, fast_adam_kwargs, train_step
 from trainer import outputs
 from trainer.config import TrainConfig
 from trainer.retrieval import recall_metrics, retrieval_ranks
 
 # Ray Train tees print() in workers to stdout and to its logger (each line twice); log once instead.
 log = logging.getLogger("trainer").info
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FAULT_MARKER = "fault_injected"  # test-only: present once the injected worker failure has happened
 
 
@@ -96,34 +95,46 @@ def _save(directory: str, model, optimizer, scheduler, scaler, state: dict, conf
         file.write(config.to_json())
 
 
-def _autocast(config: TrainConfig, device: torch.device):
-    dtype = AMP_DTYPES.get(config.amp_dtype)
-    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+def fast_path_record(choice: FastPathChoice) -> dict:
+    """What the fast path picked on a worker, as config.json records it."""
+    amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[choice.amp_dtype]
+    return {"device": choice.device.type, "amp_dtype": amp, "channels_last": choice.channels_last,
+            "fused_adam": fast_adam_kwargs(choice.device)["fused"], "reason": choice.reason}  # fmt: skip
 
 
-def _train_epoch(config, model, optimizer, scheduler, scaler, weights, classifier, device, epoch, step, run_uri):
+def _timed(batches):
+    """Yields (seconds blocked waiting for the batch, batch)."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield time.perf_counter() - started, batch
+
+
+def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, classifier, device, epoch, step,
+                 run_uri):  # fmt: skip
+    """One pass over this worker's shard; returns the mean losses, the step, and throughput figures."""
     shard = ray.train.get_dataset_shard("train")
     rank = ray.train.get_context().get_world_rank()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + rank)
     sums = {}
-    count = 0
+    count, waited = 0, 0.0
+    started = time.perf_counter()
     model.train()
     batches = shard.iter_torch_batches(batch_size=config.batch_size, device=device, drop_last=False,
                                        local_shuffle_buffer_size=config.shuffle_buffer,
                                        local_shuffle_seed=config.seed + 7919 * epoch + rank)  # fmt: skip
-    for batch in batches:
+    for wait_s, batch in _timed(batches):
+        waited += wait_s
         _maybe_inject_fault(config, run_uri, step)
         spectrogram = batch["spectrogram"].float()
         if config.crop_frames and spectrogram.shape[1] > config.crop_frames:
             offset = int(torch.randint(0, spectrogram.shape[1] - config.crop_frames + 1, (1,), generator=generator))
             spectrogram = spectrogram[:, offset : offset + config.crop_frames]
-        with _autocast(config, device):
-            prediction = model(spectrogram)
-        losses = total_loss(prediction.float(), batch["face_feature"].float(), weights, classifier)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["total"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        losses = train_step(model, optimizer, scaler, fast, spectrogram, batch["face_feature"], weights, classifier)
         scheduler.step()  # per step: the paper decays the lr every 10k steps
         step += 1
         rows = len(spectrogram)
@@ -136,16 +147,18 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, weights, classifie
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
-    return means, step
+    seconds = time.perf_counter() - started  # after the all-reduce: every step has finished on the device
+    speed = {"samples_per_s": round(totals[0].item() / seconds, 2), "data_wait_frac": round(waited / seconds, 4)}
+    return means, step, speed
 
 
 @torch.no_grad()
-def _validate(config, model, weights, classifier, device) -> dict:
+def _validate(config, model, fast, weights, classifier, device) -> dict:
     model.eval()
     predictions, faces, ytid_keys, clip_keys = [], [], [], []
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=config.batch_size, device=device)
     for batch in batches:
-        with _autocast(config, device):
+        with fast.autocast():
             predictions.append(model(batch["spectrogram"].float()).float())
         faces.append(batch["face_feature"].float())
         ytid_keys.append(batch["ytid_key"].cpu())
@@ -173,15 +186,19 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False  # per-epoch lines are the progress
     torch.manual_seed(config.seed)  # same init everywhere (DDP also broadcasts rank 0's)
 
-    model = VoiceEncoder(config.preset, out_dim)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # speech2face.perf's fast path on every device: bf16 autocast where it is native, channels_last, fused Adam
+    fast = choose_fast_path(device, config.amp)
+    model = VoiceEncoder(config.preset, out_dim).to(device, memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     plain_model = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
-                                 eps=config.adam_eps)  # fmt: skip
+                                 eps=config.adam_eps, **fast_adam_kwargs(device))  # fmt: skip
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_steps, gamma=config.lr_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.amp_dtype == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=fast.amp_dtype == torch.float16)
+    if rank == 0:  # the driver wrote config.json; the device's choice is known only here
+        record = config.to_dict() | {"fast_path": fast_path_record(fast)}
+        storage.write_json(storage.join(run_uri, "config.json"), record)
+        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam")
     classifier = _classifier(loop_config.get("distill"), device)
     distill = config.loss_distill if classifier else 0.0
     weights = LossWeights(l1=config.loss_l1, l2norm=config.loss_l2norm, distill=distill, temperature=config.temperature)
@@ -191,13 +208,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
-        train_means, state["global_step"] = _train_epoch(config, model, optimizer, scheduler, scaler, weights,
-                                                         classifier, device, epoch, state["global_step"],
-                                                         run_uri)  # fmt: skip
+        train_means, state["global_step"], speed = _train_epoch(config, model, optimizer, scheduler, scaler, fast,
+                                                                weights, classifier, device, epoch,
+                                                                state["global_step"], run_uri)  # fmt: skip
         row = {"epoch": epoch, "train_loss": train_means.pop("total")}
         row.update({f"train_{name}": value for name, value in train_means.items()})
+        row.update(speed)
         if rank == 0:  # the plain module: DDP's forward would sync buffers with workers not validating
-            row.update(_validate(config, plain_model, weights, classifier, device))
+            row.update(_validate(config, plain_model, fast, weights, classifier, device))
         row.update(step=state["global_step"], lr=scheduler.get_last_lr()[0],
                    epoch_s=round(time.time() - started, 2), finished_at=round(time.time(), 3))  # fmt: skip
         state["epoch"] = epoch

@@ -85,5 +85,7 @@ def epoch_line(row: dict, epochs: int) -> str:
         parts.append(f"val_loss {row['val_loss']:.4f}")
         parts.append("val R@1/5/10 " + "/".join(f"{100 * row[f'val_r{k}']:.1f}" for k in (1, 5, 10)) + " %")
         parts.append(f"(gallery {row['val_gallery']})")
-    parts.append(f"{row['epoch_s']:.1f} s")
+    parts.append(
+        f"{row['epoch_s']:.1f} s ({row['samples_per_s']:.1f} samples/s, data wait {100 * row['data_wait_frac']:.0f} %)"
+    )
     return "  ".join(parts)

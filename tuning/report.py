@@ -11,7 +11,8 @@ import shlex
 from speech2face import storage
 from tuning.space import FLAGS, LOG_SCALE, train_flags
 
-TRIAL_ID = re.compile(r"[0-9a-f]{5}_\d{5}")  # Tune's trial ids; a trial's directory name holds its id
+# Tune's trial ids (random search: "41ae5_00000"; other searchers: "c6798df3"); a trial's directory holds its id
+TRIAL_ID = re.compile(r"(?<=_)(?:[0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?=_)")
 FINISHED = ("TERMINATED", "ERROR")
 
 

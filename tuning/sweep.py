@@ -19,7 +19,7 @@ import sys
 from speech2face import storage
 from trainer.config import AMP_MODES, TrainConfig
 from trainer.data import manifest_of
-from trainer.train import build_trainer
+from trainer.train import TrainSetupError, build_trainer, loop_config_for
 from tuning.report import saved_statuses, trial_rows, write_reports
 from tuning.space import SearchSpace
 
@@ -69,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="default: as many trials as the cluster's GPUs (or CPUs) can run at once",
     )
+    p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="ASHA stops poor trials early")
     p.add_argument(
         "--search",
-        choices=["random"],
+        choices=["random", "optuna"],
         default="random",
-        help="random search (Optuna is not a dependency of this project)",
+        help="how trials are picked: random sampling, or Optuna's TPE, which models the results so far",
     )
-    p.add_argument("--scheduler", choices=["asha", "none"], default="asha", help="ASHA stops poor trials early")
     p.add_argument("--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it")
     p.add_argument("--reduction-factor", type=float, default=2, help="ASHA keeps the top 1/this at each rung")
     p.add_argument(
@@ -165,7 +165,8 @@ def base_train_config(args, distill: bool) -> dict:
 def build_tuner(args, space: SearchSpace, concurrency: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
 
     from tuning.placement import FreeTrialPlacementGroups
 
@@ -187,8 +188,12 @@ def build_tuner(args, space: SearchSpace, concurrency: int):
                                reduction_factor=args.reduction_factor)
                  if args.scheduler == "asha" else FIFOScheduler())  # fmt: skip
     # With a search algorithm given, TuneConfig.max_concurrent_trials does not limit it: the generator must.
-    search = BasicVariantGenerator(points_to_evaluate=args.points_to_evaluate, random_state=args.seed,
-                                   max_concurrent=concurrency)  # fmt: skip
+    if args.search == "optuna":  # TPE proposes each trial from the finished ones: few at a time learn most
+        search = ConcurrencyLimiter(OptunaSearch(points_to_evaluate=args.points_to_evaluate, seed=args.seed),
+                                    max_concurrent=concurrency)  # fmt: skip
+    else:
+        search = BasicVariantGenerator(points_to_evaluate=args.points_to_evaluate, random_state=args.seed,
+                                       max_concurrent=concurrency)  # fmt: skip
     tune_config = tune.TuneConfig(metric=args.metric, mode=args.mode, num_samples=args.num_samples,
                                   scheduler=scheduler, search_alg=search)  # fmt: skip
     return tune.Tuner(trainable, param_space=space.param_space(), tune_config=tune_config, run_config=run_config)
@@ -204,15 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not has_classifier:
-        print("[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
-              "temperature is not swept", file=sys.stderr)  # fmt: skip
     space = SearchSpace(tuple(args.l2norm_range), tuple(args.distill_range), tuple(args.l1_choices),
                         tuple(args.temperature_range), tuple(args.lr_range), distill=has_classifier)  # fmt: skip
     try:
         space.validate()
     except ValueError as error:
         build_parser().error(str(error))
+    try:  # the data and flags every trial will get, checked as trainer.train checks them, before Ray starts
+        check = base_train_config(args, space.distill) | {"name": "check", "loss_distill": float(space.distill)}
+        loop_config_for(TrainConfig.from_dict(check))
+    except (TrainSetupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not has_classifier:
+        print("[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
+              "temperature is not swept", file=sys.stderr)  # fmt: skip
     import ray
 
     start_ray(args)

@@ -1,0 +1,168 @@
+"""One command for a device's figures: what to run in the few minutes a GPU machine is lent.
+
+    python -m benchmarks.device --out benchmarks/results/device-h200      # on a GPU: ~5 min
+    python -m benchmarks.device --out /tmp/device-cpu --quick             # CPU smoke test (CI runs it)
+
+Writes ``device.json`` and ``device.md`` (a table) in --out, with:
+- the paper encoder's training step (benchmarks.train_step: batches 32/64/128, speech2face.perf's fast
+  path with and without torch.compile) as samples/s and % of the measured bf16 matmul peak;
+- ``speech2face.audio.spectrogram`` clips/s on the device;
+- VGG-Face embedding images/s (deterministic random weights: the speed does not depend on them);
+- an end-to-end ``trainer.train`` (1 epoch) on synthetic Parquet data in the clips/ schema, with its
+  own ``samples_per_s`` and ``data_wait_frac``.
+--quick uses the tiny preset and small sizes, so it finishes in a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from benchmarks import train_step
+from speech2face import audio, storage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def best_rate(items: int, function, repeats: int, device: torch.device) -> float:
+    """Items per second of the best of ``repeats`` calls (after one warm-up call)."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        train_step.synchronize(device)
+        started = time.perf_counter()
+        function()
+        train_step.synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return items / best
+
+
+def spectrogram_rate(device: torch.device, clips: int, repeats: int) -> float:
+    waves = torch.randn(clips, audio.NUM_SAMPLES, device=device) * 0.1
+    return best_rate(clips, lambda: audio.spectrogram(waves), repeats, device)
+
+
+def vggface_rate(device: torch.device, images: int, repeats: int) -> float:
+    from speech2face.vggface import VGGFaceEmbedder
+
+    embedder = VGGFaceEmbedder(allow_random=True, device=device)
+    crops = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    return best_rate(images, lambda: embedder.embed(crops), repeats, device)
+
+
+def write_synthetic_data(out: Path, clips: int, feature_dim: int) -> None:
+    """``clips`` random clips in the clips/ schema (train, plus a val tenth) and a manifest trainer.train reads."""
+    from pipelines.stages import clip_schema
+
+    rng = np.random.default_rng(0)
+    waves = (rng.standard_normal((clips, audio.NUM_SAMPLES)) * 3000).astype(np.int16)
+    spectrograms = audio.spectrogram(torch.from_numpy(audio.int16_to_waveform(waves))).to(torch.float16).numpy()
+    jpeg = io.BytesIO()
+    Image.fromarray(np.zeros((224, 224, 3), np.uint8)).save(jpeg, format="JPEG")
+    splits = ["val" if i % 10 == 0 else "train" for i in range(clips)]
+    columns = {
+        "clip_id": [f"synth{i:06d}_0.000_6.000" for i in range(clips)],
+        "ytid": [f"synth{i:06d}" for i in range(clips)],
+        "start": [0.0] * clips, "end": [6.0] * clips, "x": [0.5] * clips, "y": [0.5] * clips, "split": splits,
+        "waveform": pa.FixedShapeTensorArray.from_numpy_ndarray(waves),
+        "spectrogram": pa.FixedShapeTensorArray.from_numpy_ndarray(spectrograms),
+        "face_jpeg": [jpeg.getvalue()] * clips, "face_box": [[0, 224, 224, 0]] * clips, "frame_time": [0.0] * clips,
+        "face_feature": pa.FixedShapeTensorArray.from_numpy_ndarray(
+            rng.standard_normal((clips, feature_dim)).astype(np.float32)),
+        "embedder": ["synthetic"] * clips, "duration_s": [6.0] * clips,
+        "cpu_s": [dict.fromkeys(("download", "decode", "face", "feature"), 0.0)] * clips,
+    }  # fmt: skip
+    (out / "clips").mkdir(parents=True)
+    pq.write_table(pa.table(columns, schema=clip_schema(feature_dim)), out / "clips" / "synthetic.parquet")
+    counts = {"clips": clips, "per_split": {"train": splits.count("train"), "val": splits.count("val")}}
+    embedder = {"name": "synthetic", "dim": feature_dim, "weights_sha256": "synthetic", "has_classifier": False}
+    storage.write_json(str(out / "manifest.json"), {"counts": counts, "embedder": embedder})
+
+
+def trainer_epoch(work: Path, preset: str, clips: int, batch_size: int, use_gpu: bool) -> dict:
+    """One epoch of the real trainer.train CLI on synthetic data; its own throughput figures."""
+    data = work / "data"
+    write_synthetic_data(data, clips, feature_dim=4096)
+    command = [sys.executable, "-m", "trainer.train", "--data", str(data), "--storage", str(work / "runs"),
+               "--name", "bench", "--preset", preset, "--epochs", "1", "--batch-size", str(batch_size),
+               "--cache-data", *(["--use-gpu"] if use_gpu else [])]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        raise RuntimeError(f"trainer.train failed:\n{result.stderr[-3000:]}")
+    with open(work / "runs" / "bench" / "metrics.csv") as file:
+        header, row = (line.strip().split(",") for line in file.readlines()[:2])
+    metrics = dict(zip(header, row, strict=True))
+    return {"clips": clips, "batch_size": batch_size, "samples_per_s": float(metrics["samples_per_s"]),
+            "data_wait_frac": float(metrics["data_wait_frac"]), "epoch_s": float(metrics["epoch_s"])}  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Device benchmark: {report['machine']['device_name']}", "",
+             f"`{report['command']}`, {report['machine']['date']}; matmul peak bf16 "
+             f"{report['step']['peak_tflops']['bf16']:.1f} TFLOP/s, fp32 {report['step']['peak_tflops']['fp32']:.1f}.",
+             "", "| what | batch | samples/s | % of peak |", "|---|---:|---:|---:|"]  # fmt: skip
+    for row in report["step"]["results"]:
+        lines.append(f"| train step {report['step']['preset']} `{row['name']}` | {row['batch_size']} | "
+                     f"{row['samples_per_s']:.2f} | {row['percent_of_peak']:.1f} % |")  # fmt: skip
+    lines.append(f"| spectrogram | {report['spectrogram']['clips']} | {report['spectrogram']['clips_per_s']:.0f} | |")
+    lines.append(f"| VGG-Face embed | {report['vggface']['images']} | {report['vggface']['images_per_s']:.1f} | |")
+    epoch = report["trainer"]
+    lines.append(f"| `trainer.train` 1 epoch ({epoch['clips']} clips) | {epoch['batch_size']} | "
+                 f"{epoch['samples_per_s']:.2f} | data wait {100 * epoch['data_wait_frac']:.1f} % |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="directory for device.json and device.md")
+    parser.add_argument("--quick", action="store_true", help="tiny preset and small sizes (CPU smoke test)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device, out = torch.device(args.device), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick or device.type == "cpu"
+    preset = "tiny" if quick else "paper"
+    # compiling takes a minute or more per shape: once, at the middle batch size
+    runs = [("2", "fast")] if quick else [("32,64,128", "fast"), ("64", "fast+compile")]
+    report = {"command": " ".join(["python -m benchmarks.device", *(argv if argv is not None else sys.argv[1:])])}
+    with tempfile.TemporaryDirectory() as work:
+        for batches, variants in runs:
+            step_json = Path(work) / "step.json"
+            train_step.main(["--preset", preset, "--batch-sizes", batches, "--variants", variants, "--no-keras",
+                             "--device", str(device), "--steps", "1" if quick else "5", "--warmup", "1",
+                             "--json", str(step_json)])  # fmt: skip
+            step = json.loads(step_json.read_text())
+            if "step" in report:
+                report["step"]["results"] += step["results"]
+            else:
+                report["step"] = step
+        report["machine"] = report["step"]["machine"]
+        clips = 8 if quick else 256
+        report["spectrogram"] = {"clips": clips, "clips_per_s": spectrogram_rate(device, clips, 3)}
+        images = 2 if quick else 128
+        report["vggface"] = {"images": images, "images_per_s": vggface_rate(device, images, 2 if quick else 5)}
+        print(f"# spectrogram {report['spectrogram']['clips_per_s']:.0f} clips/s, VGG-Face "
+              f"{report['vggface']['images_per_s']:.1f} images/s", flush=True)  # fmt: skip
+        report["trainer"] = trainer_epoch(Path(work), preset, clips=40 if quick else 2048,
+                                          batch_size=4 if quick else 64, use_gpu=device.type == "cuda")  # fmt: skip
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    (out / "device.json").write_text(json.dumps(report, indent=2))
+    (out / "device.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
