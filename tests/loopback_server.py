@@ -11,6 +11,7 @@ import functools
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Site:
     hits: Counter = field(default_factory=Counter)  # file name -> requests
     headers: list[dict] = field(default_factory=list)  # each request's headers, in order
     bytes_sent: Counter = field(default_factory=Counter)  # by scripts that stream
+    proxied: int = 0  # requests for an absolute URL: this server was the client's proxy
 
 
 def status(code: int, times: int | None = None) -> Script:
@@ -139,6 +141,9 @@ class _Handler(SimpleHTTPRequestHandler):
     lock: threading.Lock
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path.startswith("http://"):  # a client using this server as its HTTP proxy
+            self.path = urllib.parse.urlsplit(self.path).path
+            self.site.proxied += 1
         name = Path(self.path.split("?")[0]).name
         with self.lock:
             self.site.hits[name] += 1

@@ -155,6 +155,15 @@ def test_the_cookies_file_is_sent(site, tmp_path):
     assert any("session=s3cr3t-cookie-v4lue" in cookie for cookie in sent), sent
 
 
+def test_every_request_goes_through_the_proxy(site, tmp_path):
+    # nothing listens on port 9: only the proxy (the site, which also answers absolute-URL requests) can reach it
+    before = site.proxied
+    path = download_segment(YTID, 1.0, 4.0, tmp_path, config(site, url_template="http://127.0.0.1:9/{ytid}.mp4",
+                                                              proxy=site.url, retries=0))  # fmt: skip
+    assert duration(path) == pytest.approx(3.0, abs=0.3)
+    assert site.proxied - before >= 2  # yt-dlp's request and ffmpeg's
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
