@@ -195,7 +195,8 @@ class NodeRateLimiter:
         self.interval_s = 60.0 / per_minute
         self.path = Path(path or Path(tempfile.gettempdir()) / "speech2face-download-slots")
 
-    def wait(self) -> None:
+    def wait(self) -> float:
+        """Sleep until this process's next start slot; returns the slot (a ``time.time()``)."""
         with open(self.path, "a+") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             file.seek(0)
@@ -206,6 +207,7 @@ class NodeRateLimiter:
             file.truncate()
             file.write(f"{slot + self.interval_s:.6f}")
         time.sleep(max(0.0, slot - now))
+        return slot
 
 
 def _backoff_s(reason: str, attempt: int, config: DownloadConfig) -> float:
