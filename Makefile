@@ -7,8 +7,12 @@ STAMP  := $(VENV)/.installed
 REQS   := requirements.txt requirements-nodeps.txt requirements-dev.txt requirements-dev-nodeps.txt pyproject.toml
 
 # binary:debian-package pairs; only missing ones are installed.
+# A path instead of a binary checks that file (a package of data). The test-only ones: a real S3 server
+# (Ceph RGW), Chromium for the web page test, real human speech.
 SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox \
-               radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-authtool:ceph-common
+               radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-authtool:ceph-common \
+               chromium:chromium chromedriver:chromium-driver \
+               /usr/share/pocketsphinx/test/data/librivox:pocketsphinx-testdata
 
 .PHONY: setup system-deps lint format test demo clean
 
@@ -16,7 +20,7 @@ setup: system-deps $(STAMP)
 
 system-deps:
 	@missing=""; for pair in $(SYSTEM_DEPS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	  { command -v $${pair%%:*} || test -e $${pair%%:*}; } >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  pkgs=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	  echo "Installing system packages:$$missing"; \

@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - began
     write_report(out, steps.timings, total, vars(args))
     print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")
+    model = runs / RUN_NAME / "model.safetensors"
+    print(f"[demo] try it on your own voice: .venv/bin/python -m serving.app --model {model} --gallery {data}"
+          "  (then open http://127.0.0.1:8000/)")  # fmt: skip
     return 0
 
 

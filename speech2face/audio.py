@@ -33,6 +33,10 @@ class AudioError(ValueError):
     """A clip's audio cannot be used: missing file, no audio stream, corrupt, too short or silent."""
 
 
+class UnusableAudioError(AudioError):
+    """The file decodes, but its audio is no usable voice: under 1 s, or digital silence."""
+
+
 def _require_ffmpeg() -> str:
     path = shutil.which("ffmpeg")
     if path is None:
@@ -85,12 +89,12 @@ def load_audio_with_duration(path: str | Path, start: float = 0.0) -> tuple[np.n
     wave = decode_audio(path, start=start, max_seconds=CLIP_SECONDS)
     seconds = wave.size / SAMPLE_RATE
     if seconds < MIN_SECONDS:
-        raise AudioError(f"{path}: {seconds:.2f} s of audio from start={start:g} s, need >= {MIN_SECONDS:g} s")
+        raise UnusableAudioError(f"{path}: {seconds:.2f} s of audio from start={start:g} s, need >= {MIN_SECONDS:g} s")
     peak = float(np.max(np.abs(wave)))
     if not np.isfinite(peak):
         raise AudioError(f"{path}: decoded audio contains NaN or infinite samples")
     if peak < SILENCE_PEAK:
-        raise AudioError(f"{path}: the audio is digital silence (peak {peak:.1e}); silence is not a voice")
+        raise UnusableAudioError(f"{path}: the audio is digital silence (peak {peak:.1e}); silence is not a voice")
     repeats = -(-NUM_SAMPLES // wave.size)
     looped = np.tile(wave, repeats)[:NUM_SAMPLES]
     return np.clip(looped, -1.0, 1.0).astype(np.float32, copy=False), seconds

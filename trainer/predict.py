@@ -38,14 +38,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def top_faces(prediction: np.ndarray, rows: dict, gallery_by: str, top: int) -> list[dict]:
-    groups = rows["ytid"] if gallery_by == "ytid" else rows["clip_id"]
-    gallery_rows, _ = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), gallery_by)
-    faces = rows["face_feature"][gallery_rows].astype(np.float64)
-    similarity = faces @ prediction / (np.linalg.norm(faces, axis=1) * np.linalg.norm(prediction))
-    best = np.argsort(-similarity, kind="stable")[:top]
-    return [{"rank": i + 1, "clip_id": rows["clip_id"][gallery_rows[g]], "ytid": rows["ytid"][gallery_rows[g]],
-             "similarity": float(similarity[g]), "row": int(gallery_rows[g])} for i, g in enumerate(best)]  # fmt: skip
+class Gallery:
+    """The faces a predicted feature is ranked against: one per video (or per clip) of a preprocess output.
+
+    Shared by trainer.predict and serving, so both rank the same faces the same way.
+    """
+
+    def __init__(self, data_uri: str, split: str | None = None, gallery_by: str = "ytid"):
+        rows = read_rows(data_uri, split, ["ytid", "face_feature", "face_jpeg"])
+        groups = rows["ytid"] if gallery_by == "ytid" else rows["clip_id"]
+        chosen, _ = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), gallery_by)
+        self.clip_ids, self.ytids = rows["clip_id"][chosen], rows["ytid"][chosen]
+        self.face_jpegs = rows["face_jpeg"][chosen]
+        faces = rows["face_feature"][chosen].astype(np.float64)
+        self.unit_faces = faces / np.linalg.norm(faces, axis=1, keepdims=True)
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def nearest(self, prediction: np.ndarray, top: int) -> list[dict]:
+        """The ``top`` most similar faces (cosine), best first; ``index`` points into this gallery."""
+        prediction = np.asarray(prediction, dtype=np.float64)
+        similarity = self.unit_faces @ (prediction / np.linalg.norm(prediction))
+        best = np.argsort(-similarity, kind="stable")[:top]
+        return [{"rank": i + 1, "clip_id": self.clip_ids[g], "ytid": self.ytids[g],
+                 "similarity": float(similarity[g]), "index": int(g)} for i, g in enumerate(best)]  # fmt: skip
+
+
+def predict_feature(model, wave: np.ndarray) -> np.ndarray:
+    """float32 (out_dim,) face feature of one 6 s waveform, as every predicting entry point computes it."""
+    return embed(model, spectrogram(wave)[None].numpy())[0]
 
 
 def predict(args) -> dict:
@@ -53,7 +75,7 @@ def predict(args) -> dict:
         raise InputError(f"--top must be >= 1, got {args.top}")
     model, meta = read_model(args.model)
     wave = load_audio(args.audio, args.start)
-    feature = embed(model, spectrogram(wave)[None].numpy())[0]
+    feature = predict_feature(model, wave)
     storage.makedirs(args.out)
     name = Path(args.audio).stem
     buffer = io.BytesIO()
@@ -63,18 +85,18 @@ def predict(args) -> dict:
     result = {"audio": args.audio, "start": args.start, "model": args.model, "feature_dim": int(feature.shape[0])}
     if args.gallery:
         check_same_embedder(meta, args.gallery)
-        rows = read_rows(args.gallery, args.gallery_split, ["ytid", "face_feature", "face_jpeg"])
-        matches = top_faces(feature.astype(np.float64), rows, args.gallery_by, args.top)
+        gallery = Gallery(args.gallery, args.gallery_split, args.gallery_by)
+        matches = gallery.nearest(feature, args.top)
         for match in matches:
             print(
                 f"#{match['rank']:<3} {match['clip_id']:<28} ytid {match['ytid']}  similarity {match['similarity']:.4f}"
             )
-        faces = [(rows["face_jpeg"][m["row"]], f"#{m['rank']} {m['ytid']} ({m['similarity']:.3f})", False)
+        faces = [(gallery.face_jpegs[m["index"]], f"#{m['rank']} {m['ytid']} ({m['similarity']:.3f})", False)
                  for m in matches]  # fmt: skip
         png = plots.face_grid_png([{"label": name, "faces": faces}], title=f"faces nearest to the voice in {name}")
         storage.write_bytes(storage.join(args.out, "faces.png"), png)
         result.update(gallery=args.gallery, gallery_by=args.gallery_by,
-                      top=[{k: v for k, v in m.items() if k != "row"} for m in matches])  # fmt: skip
+                      top=[{k: v for k, v in m.items() if k != "index"} for m in matches])  # fmt: skip
         storage.write_bytes(storage.join(args.out, "predict.json"), (json.dumps(result, indent=2) + "\n").encode())
         print(f"wrote {storage.join(args.out, 'faces.png')} and predict.json")
     return result
