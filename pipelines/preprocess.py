@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines import stages
+from pipelines.failures import failures_table, parquet_bytes
 from speech2face import __version__, storage
 from speech2face.avspeech import PARSE_STAGE, failure_row, parse_csv
 from speech2face.download import DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
@@ -69,6 +69,7 @@ class PreprocessConfig:
     proxy: str | None = None
     max_downloads_per_minute: float | None = None
     sleep_requests_s: float = 0.0
+    dry_run: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -187,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds yt-dlp sleeps between the requests of one video's extraction",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="parse, split and plan the resume only: print rows valid, done, failed earlier and to do, per split, "
+        "and the actor pools it would start; downloads nothing and writes nothing",
+    )
     return p
 
 
@@ -241,27 +248,31 @@ def embedder_record(config: PreprocessConfig) -> dict:
             "weights": config.vggface_weights}  # fmt: skip
 
 
-def read_segments(config: PreprocessConfig, failures_uri: str) -> list:
+def read_segments(config: PreprocessConfig, failures_uri: str, write_failures: bool = True) -> list:
     """The valid rows of --csv (and of --test-csv, as split 'test'); each CSV's parse failures go to failures/.
 
     Parse failures are recomputed from the CSV on every run, so one file per CSV keeps them exact.
     """
     sources = [(config.csv, config.split_name)] + ([(config.test_csv, "test")] if config.test_csv else [])
-    segments, seen = [], {}
-    for csv_uri, split_name in sources:
+    segments, seen = [], set()  # a set, not a dict: millions of clip ids
+    for index, (csv_uri, split_name) in enumerate(sources):
         text = storage.read_bytes(csv_uri).decode("utf-8", errors="replace")
-        lines = text.splitlines()[: config.limit] if config.limit else text.splitlines()
-        rows, failures = parse_csv("\n".join(lines), config.val_fraction, split_name, config.split_by)
+        if config.limit:  # without it, no list of millions of lines
+            text = "\n".join(text.splitlines()[: config.limit])
+        rows, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
+        del text
         for segment in rows:  # a segment in both CSVs is kept once, where it came first
             if segment.clip_id in seen:
+                earlier = ", ".join(uri for uri, _ in sources[:index])
                 failures.append(failure_row(segment.clip_id, segment.ytid, segment.start, segment.end, PARSE_STAGE,
-                                            f"{csv_uri}: duplicate of a row of {seen[segment.clip_id]}"))  # fmt: skip
+                                            f"{csv_uri}: duplicate of a row of {earlier}"))  # fmt: skip
             else:
-                seen[segment.clip_id] = csv_uri
+                seen.add(segment.clip_id)
                 segments.append(segment)
         csv_key = hashlib.sha256(f"{csv_uri}|{config.limit}".encode()).hexdigest()[:16]
-        storage.write_bytes(storage.join(failures_uri, f"{PARSE_STAGE}-{csv_key}.parquet"),
-                            stages.parquet_bytes(stages.failures_table(failures)))  # fmt: skip
+        if write_failures:
+            storage.write_bytes(storage.join(failures_uri, f"{PARSE_STAGE}-{csv_key}.parquet"),
+                                parquet_bytes(failures_table(failures)))  # fmt: skip
     return segments
 
 
@@ -279,7 +290,7 @@ def clear_failures(failures_uri: str, retry: str) -> None:
         if not keep:
             storage.delete(file_uri)
         elif len(keep) < table.num_rows:
-            storage.write_bytes(file_uri, stages.parquet_bytes(stages.failures_table(keep)))
+            storage.write_bytes(file_uri, parquet_bytes(failures_table(keep)))
 
 
 def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
@@ -301,6 +312,8 @@ def run(config: PreprocessConfig) -> dict:
 
     started = time.time()
     clips_uri, failures_uri = storage.join(config.out, "clips"), storage.join(config.out, "failures")
+    if config.dry_run:
+        return dry_run(config, clips_uri, failures_uri)
     storage.check_writable(config.out)
     embedder = embedder_record(config)
     manifest_uri = storage.join(config.out, "manifest.json")
@@ -327,6 +340,53 @@ def run(config: PreprocessConfig) -> dict:
     return summary
 
 
+def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict:
+    """What a run would do, per split, without downloading or writing anything."""
+    rows = read_segments(config, failures_uri, write_failures=False)
+    segments = pd.DataFrame({"clip_id": [s.clip_id for s in rows], "split": [s.split for s in rows]})
+    del rows
+    done = set(_read_ids(clips_uri, ["clip_id"])["clip_id"])
+    failed = _read_ids(failures_uri, ["clip_id", "stage", "reason"])
+    failed = failed[failed["stage"] != PARSE_STAGE]
+    retried = failed if config.retry_failures == "all" else failed[
+        failed["reason"].isin((config.retry_failures or "").split(","))]  # fmt: skip
+    skipped = set(failed["clip_id"]) - set(retried["clip_id"])
+    segments["state"] = "to do"
+    segments.loc[segments["clip_id"].isin(skipped), "state"] = "failed earlier (skipped)"
+    segments.loc[segments["clip_id"].isin(set(retried["clip_id"])), "state"] = "failed earlier (retried)"
+    segments.loc[segments["clip_id"].isin(done), "state"] = "done"
+    table = segments.groupby(["split", "state"]).size().unstack(fill_value=0)
+    resources = _cluster_resources()
+    sizes = resource_defaults(config, resources)
+    plan_summary = {
+        "valid_rows": len(segments),
+        "per_split": {split: {k: int(v) for k, v in row.items()} for split, row in table.iterrows()},
+        "to_process": int(segments["state"].isin(["to do", "failed earlier (retried)"]).sum()),
+        "resources": resources,
+        "actor_pools": sizes,
+    }
+    print(f"[preprocess] dry run: {len(segments)} valid rows in {config.csv}"
+          + (f" and {config.test_csv}" if config.test_csv else ""))  # fmt: skip
+    print(table.to_string() if len(table) else "(no valid rows)")
+    print(f"[preprocess] would process {plan_summary['to_process']} rows on {resources.get('CPU', 0):g} CPU / "
+          f"{resources.get('GPU', 0):g} GPU: {sizes['download']} downloads, {sizes['face']} face actors, "
+          f"{sizes['feature']} feature actors ({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each); "
+          "nothing was downloaded or written")  # fmt: skip
+    return plan_summary
+
+
+def _cluster_resources() -> dict:
+    """The cluster's resources when a job runs on one (RAY_ADDRESS), else this machine's CPUs: no Ray started."""
+    import os
+
+    if os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        return dict(ray.cluster_resources())
+    return {"CPU": float(os.cpu_count() or 1)}
+
+
 def resource_defaults(config: PreprocessConfig, resources: dict) -> dict:
     """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now.
 
@@ -347,6 +407,8 @@ def resource_defaults(config: PreprocessConfig, resources: dict) -> dict:
 def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: str, embedder: dict, resources: dict):
     import ray.data
     from ray.data import ActorPoolStrategy
+
+    from pipelines import stages  # torch and the face models: only where the pipeline is built
 
     sizes = resource_defaults(config, resources)
     print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU -> "
@@ -404,10 +466,12 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
     import torch
     import yt_dlp
 
+    from pipelines.stages import CPU_STAGES
+
     clips = _read_ids(clips_uri, ["clip_id", "split", "cpu_s"])
     failures = _read_ids(failures_uri, ["clip_id", "stage", "reason"])
     reasons = failures["reason"].dropna()
-    cpu = pd.DataFrame(list(clips["cpu_s"])) if len(clips) else pd.DataFrame(columns=list(stages.CPU_STAGES))
+    cpu = pd.DataFrame(list(clips["cpu_s"])) if len(clips) else pd.DataFrame(columns=list(CPU_STAGES))
     return {
         "config": {k: v for k, v in asdict(config).items() if k != "extra"} | {"proxy": _without_secret(config.proxy)},
         "versions": {
@@ -425,7 +489,7 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
             "failures_per_stage": failures["stage"].value_counts().sort_index().to_dict() if len(failures) else {},
             "failures_per_reason": reasons.value_counts().sort_index().to_dict() if len(reasons) else {},
         },
-        "cpu_s_per_clip": {stage: float(cpu[stage].mean()) if len(cpu) else None for stage in stages.CPU_STAGES},
+        "cpu_s_per_clip": {stage: float(cpu[stage].mean()) if len(cpu) else None for stage in CPU_STAGES},
         "processed_this_run": processed,
         "wall_time_s": round(wall_s, 2),
     }

@@ -16,22 +16,20 @@ import os
 import resource
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipelines.failures import write_failures
 from speech2face import audio, faces, storage, video
 from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
 
 CPU_STAGES = ("download", "decode", "face", "feature")  # per-clip CPU seconds are recorded for these
-FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error", "reason"]
 JPEG_QUALITY = 95
 
 
@@ -143,31 +141,6 @@ class FaceStage:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out = _per_row(batch, "face", self._face)
         return out.drop(columns=["frames", "frame_times"], errors="ignore")
-
-
-def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> None:
-    """One small Parquet file per call; the unique name means concurrent writers never collide."""
-    if not rows:
-        return
-    table = failures_table(rows)
-    storage.write_bytes(storage.join(failures_uri, f"{name_prefix}-{uuid.uuid4().hex}.parquet"), parquet_bytes(table))
-
-
-def failures_table(rows: list[dict]) -> pa.Table:
-    """``reason`` is null where there is none (parse and non-download failures)."""
-    records = [{c: row.get(c) for c in FAILURE_COLUMNS} | {"reason": row.get("reason") or None} for row in rows]
-    return pa.Table.from_pylist(records, schema=FAILURE_SCHEMA)
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()),
-                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string()),
-                            ("reason", pa.string())])  # fmt: skip
 
 
 def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines import preprocess, stages
+from pipelines import failures, preprocess
 from speech2face import storage
 from tests import loopback_server as loopback
 from tests.cli import ROOT
@@ -35,9 +35,9 @@ def _site_dir(corpus_dir: Path, tmp_path: Path) -> tuple[Path, str]:
 def _write_old_failures(failures_uri: str) -> None:
     """A failures/ file as written before the reason column existed."""
     row = {"clip_id": OLD_FAILURE, "ytid": "oldfailure1", "start": 1.0, "end": 6.0, "stage": "face", "error": "x"}
-    old_schema = stages.FAILURE_SCHEMA.remove(stages.FAILURE_SCHEMA.get_field_index("reason"))
+    old_schema = failures.FAILURE_SCHEMA.remove(failures.FAILURE_SCHEMA.get_field_index("reason"))
     storage.write_bytes(storage.join(failures_uri, "stages-old.parquet"),
-                        stages.parquet_bytes(pa.Table.from_pylist([row], schema=old_schema)))  # fmt: skip
+                        failures.parquet_bytes(pa.Table.from_pylist([row], schema=old_schema)))  # fmt: skip
 
 
 def test_throttled_clips_wait_for_a_retry_by_reason_and_cookies_never_leak(small_corpus, ray_session, tmp_path, capfd):

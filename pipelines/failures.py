@@ -1,0 +1,40 @@
+"""The failures/ table: one row per clip that did not make it, with its stage, error and reason.
+
+Kept apart from pipelines.stages (which imports torch and the face models) so that reading and
+planning, --dry-run included, stay light on a driver with millions of rows.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from speech2face import storage
+
+FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error", "reason"]
+FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()),
+                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string()),
+                            ("reason", pa.string())])  # fmt: skip
+
+
+def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> None:
+    """One small Parquet file per call; the unique name means concurrent writers never collide."""
+    if not rows:
+        return
+    table = failures_table(rows)
+    storage.write_bytes(storage.join(failures_uri, f"{name_prefix}-{uuid.uuid4().hex}.parquet"), parquet_bytes(table))
+
+
+def failures_table(rows: list[dict]) -> pa.Table:
+    """``reason`` is null where there is none (parse and non-download failures)."""
+    records = [{c: row.get(c) for c in FAILURE_COLUMNS} | {"reason": row.get("reason") or None} for row in rows]
+    return pa.Table.from_pylist(records, schema=FAILURE_SCHEMA)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
