@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -69,13 +70,49 @@ class Steps:
         print(f"[demo] {title}: {seconds:.1f} s", flush=True)
 
 
-def run_cli(module: str, *args: str) -> None:
-    """One step's CLI in a subprocess; it joins our Ray through RAY_ADDRESS. Its output streams through."""
+# Lines of Ray's own logging and progress a person does not read on the console; they stay in the step's log.
+RAY_NOISE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO |Running Dataset|execution finished in|row/s\]|- split\(|"
+    r"Checkpoint successfully created|Reporting training result|progress UI is available|Starting execution of Dataset|"
+    r"Execution plan of Dataset|Requesting resources:|Attempting to start training worker group|"
+    r"RayDeprecationWarning|self\.exclude_resources|Progress will be logged|has constructor arguments in the object|"
+    r"^\(\w+ pid=\d+\)\s*$"
+)
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Ray Data's periodic progress report (stdout is not a terminal): one "-- MapBatches(Stage): done/total" per stage.
+STAGE_PROGRESS = re.compile(r"logging_progress\.py:\d+ -- MapBatches\((\w+?)(?:Stage)?\): (\d+/\d+)")
+REPORT_END = re.compile(r"logging_progress\.py:\d+ -- =+$")
+LOG_DIR = "logs"
+
+
+def run_cli(module: str, *args: str, log: Path) -> None:
+    """One step's CLI in a subprocess that joins our Ray through RAY_ADDRESS.
+
+    Its whole output goes to ``log``; the console gets the lines a person reads (steps, progress, summaries).
+    """
     command = [sys.executable, "-m", module, *args]
     print("[demo] $ python " + " ".join(command[1:]), flush=True)
-    if subprocess.run(command).returncode != 0:
-        raise SystemExit(f"[demo] {module} failed (its output is above); fix the cause and rerun: "
-                         "finished steps are reused")  # fmt: skip
+    print(f"[demo]   (full log: {log})", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they happen, not at exit
+    with open(log, "w") as file, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                  text=True, errors="replace", env=env) as process:  # fmt: skip
+        progress: dict[str, str] = {}
+        for line in process.stdout:
+            file.write(line)
+            plain = ANSI.sub("", line).rstrip()
+            if found := STAGE_PROGRESS.search(plain):
+                progress[found[1]] = found[2]
+            elif REPORT_END.search(plain) and progress:
+                print("[demo]   progress (blocks done/seen): " + ", ".join(f"{k} {v}" for k, v in progress.items()))
+                progress.clear()
+            elif plain.strip() and not RAY_NOISE.search(plain):
+                print(plain, flush=True)
+    if process.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(ANSI.sub("", line) for line in tail), file=sys.stderr)
+        raise SystemExit(f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
+                         "and rerun: finished steps are reused")  # fmt: skip
 
 
 def sweep_complete(sweep_dir: Path, trials: int) -> bool:
@@ -104,7 +141,7 @@ def start_ray(num_cpus: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
-    corpus_dir, data, runs = out / "corpus", out / "data", out / "runs"
+    corpus_dir, data, runs, logs = out / "corpus", out / "data", out / "runs", out / LOG_DIR
     corpus_config = CorpusConfig(args.speakers, args.clips_per_speaker, args.test_speakers)
     try:
         corpus_config.validate()
@@ -119,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
                   "--val-fraction", str(args.val_fraction)]  # fmt: skip
         steps.run("preprocess (Ray Data)", lambda: run_cli(
             "pipelines.preprocess", "--csv", str(corpus_dir / TRAIN_CSV), "--test-csv", str(corpus_dir / TEST_CSV),
-            "--out", str(data), *source))  # fmt: skip
+            "--out", str(data), *source, log=logs / "preprocess.log"))  # fmt: skip
 
     def train() -> None:
         if epochs_done(runs / RUN_NAME) >= args.epochs:
             print(f"[demo] {runs / RUN_NAME} already has {args.epochs} epochs; not retraining")
             return
         run_cli("trainer.train", "--data", str(data), "--storage", str(runs), "--name", RUN_NAME,
-                "--epochs", str(args.epochs), "--lr", "1e-3", *COMMON_FLAGS)  # fmt: skip
+                "--epochs", str(args.epochs), "--lr", "1e-3", *COMMON_FLAGS, log=logs / "train.log")  # fmt: skip
 
     def sweep() -> None:
         sweep_dir = runs / SWEEP_NAME
@@ -136,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         resume = ["--resume"] if (sweep_dir / "tuner.pkl").is_file() else []
         run_cli("tuning.sweep", "--data", str(data), "--storage", str(runs), "--name", SWEEP_NAME,
                 "--epochs", str(args.sweep_epochs), "--num-samples", str(args.trials), "--max-concurrent-trials", "1",
-                *COMMON_FLAGS, *SWEEP_METRIC, *resume)  # fmt: skip
+                *COMMON_FLAGS, *SWEEP_METRIC, *resume, log=logs / "sweep.log")  # fmt: skip
 
     steps.run("train the voice encoder (Ray Train)", train)
     steps.run("sweep loss weights and lr (Ray Tune)", sweep)
     steps.run("evaluate on the held-out speakers", lambda: run_cli(
         "trainer.evaluate", "--data", str(data), "--model", str(runs / RUN_NAME / "model.safetensors"),
-        "--split", "test", "--out", str(out / "eval")))  # fmt: skip
+        "--split", "test", "--out", str(out / "eval"), log=logs / "evaluate.log"))  # fmt: skip
     total = time.monotonic() - began
     write_report(out, steps.timings, total, vars(args))
     print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")
