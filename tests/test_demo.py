@@ -84,6 +84,10 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     out, first, _ = demo
     assert f"Report: {out}/REPORT.md" in first.stdout
     assert "Ray dashboard: http://127.0.0.1:" in first.stdout
+    serve_line = f"python -m serving.app --model {out}/runs/demo/model.safetensors --gallery {out}/data"
+    assert serve_line in first.stdout.splitlines()[-1]  # its last line: how to try it
+    ray_data_log = (out / "logs" / "preprocess.log").read_text()  # Ray's logging: in the step's log, not the console
+    assert "Running Dataset" in ray_data_log and "Running Dataset" not in first.stdout
     report = (out / "REPORT.md").read_text()
     for heading in (
         "## Preprocessing (Ray Data)",
