@@ -30,10 +30,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 
 from serving.uploads import ApiError, decode_upload, read_upload
-from speech2face.audio import spectrogram
-from trainer.inference import InputError, check_same_embedder, embed
+from trainer.inference import InputError, check_same_embedder
 from trainer.model_io import read_model
-from trainer.predict import Gallery
+from trainer.predict import Gallery, predict_features
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 api = FastAPI(title="Speech2Face", docs_url="/api/docs", openapi_url="/api/openapi.json")
@@ -100,8 +99,7 @@ class Speech2FaceService:
 
     @serve.batch
     async def encode_batch(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        spectrograms = spectrogram(np.stack(waves)).numpy()
-        return list(await asyncio.to_thread(embed, self.model, spectrograms, len(waves)))
+        return list(await asyncio.to_thread(predict_features, self.model, np.stack(waves)))
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> str:

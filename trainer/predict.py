@@ -65,9 +65,9 @@ class Gallery:
                  "similarity": float(similarity[g]), "index": int(g)} for i, g in enumerate(best)]  # fmt: skip
 
 
-def predict_feature(model, wave: np.ndarray) -> np.ndarray:
-    """float32 (out_dim,) face feature of one 6 s waveform, as every predicting entry point computes it."""
-    return embed(model, spectrogram(wave)[None].numpy())[0]
+def predict_features(model, waves: np.ndarray) -> np.ndarray:
+    """float32 (N, out_dim) face features of (N, 96000) waveforms, as every predicting entry point computes them."""
+    return embed(model, spectrogram(waves).numpy(), batch_size=len(waves))
 
 
 def predict(args) -> dict:
@@ -75,7 +75,7 @@ def predict(args) -> dict:
         raise InputError(f"--top must be >= 1, got {args.top}")
     model, meta = read_model(args.model)
     wave = load_audio(args.audio, args.start)
-    feature = predict_feature(model, wave)
+    feature = predict_features(model, wave[None])[0]
     storage.makedirs(args.out)
     name = Path(args.audio).stem
     buffer = io.BytesIO()
