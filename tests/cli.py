@@ -73,8 +73,10 @@ class MakeDemo:
         self.out, self.timeout_s = out, timeout_s
         self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
         self.started = time.monotonic()
-        self.process = subprocess.Popen(["make", "demo", f"DEMO_OUT={out}"], cwd=ROOT, stdout=self.streams[0],
-                                        stderr=self.streams[1], text=True, start_new_session=True)  # fmt: skip
+        # --no-print-directory: under `make test` a sub-make would print "make[1]: Leaving directory" last
+        command = ["make", "--no-print-directory", "demo", f"DEMO_OUT={out}"]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1], text=True,
+                                        start_new_session=True)  # fmt: skip
         self.ended: float | None = None
         self._waiter = threading.Thread(target=self._wait, daemon=True)
         self._waiter.start()

@@ -39,23 +39,30 @@ def service(tiny_model, small_dataset, ray_address):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
+    try:
+        _wait_until_healthy(url, process, timeout_s=240)
+        yield url
+    finally:  # Ctrl-C even when start-up failed: a killed app would leave its replicas holding the session's CPUs
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0, process.stdout.read()[-4000:]
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and process.poll() is None:
         try:
             if requests.get(f"{url}/api/health", timeout=5).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail(f"serving.app did not come up:\n{process.stdout.read()[-4000:]}")
-    yield url
+                return
+        except requests.RequestException:  # refused, or accepted while the proxy is still starting (read timeout)
+            pass
+        time.sleep(1)
     process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    assert process.returncode == 0, process.stdout.read()[-4000:]
+    output = process.communicate(timeout=60)[0] if process.poll() is None else process.stdout.read()
+    pytest.fail(f"serving.app did not answer /api/health within {timeout_s:.0f} s:\n{output[-4000:]}")
 
 
 def test_speech_gives_the_same_faces_as_trainer_predict(service, tiny_model, small_dataset, tmp_path):
