@@ -1,14 +1,20 @@
 """Feeding the training step: stored float16 spectrograms vs int16 waveforms turned into spectrograms.
 
-The preprocess output (pipelines/stages.py) holds both columns as Arrow fixed-shape tensors: the
-spectrogram (598 x 257 x 2 float16, 615 KB) and the waveform (96,000 int16, 192 KB). This measures,
-per clip, on this machine: bytes on disk (Parquet, snappy) and the time to read a batch and make the
-model's float32 input, (a) from the stored spectrogram, (b) from the same float16 bits stored in
-an int16 column, (c) from the waveform through speech2face.audio.spectrogram on the CPU, and (d) the
-spectrogram computation alone.
+Part 1, per batch in one process: bytes on disk (Parquet, snappy) and the time to read a batch and
+make the model's float32 input, (a) from a stored spectrogram (598 x 257 x 2 float16, 615 KB), (b)
+from the same float16 bits stored in an int16 column, (c) from the waveform (96,000 int16, 192 KB)
+through speech2face.audio.spectrogram on the CPU, and (d) the spectrogram computation alone.
+
+Part 2, the trainer's real input path (``trainer.data.split_datasets`` streaming Parquet through Ray
+Data into ``iter_torch_batches``, as trainer/loop.py reads it), on data in the clips/ layout with and
+without the stored spectrogram: clips per CPU-second, counting every process on the machine (Ray's
+read tasks included), so run it on a quiet machine. Before: the model input is the stored
+spectrogram. After: the waveform is read and ``speech2face.audio.model_input`` runs on the device;
+on a GPU that STFT leaves the CPU, so both "read only" and "with the STFT on this CPU" are shown.
+
 The audio is real synthetic speech (espeak-ng), shifted and scaled per clip so rows differ.
 
-    python -m benchmarks.data_loading --clips 32
+    python -m benchmarks.data_loading --clips 32 --trainer-clips 1024
 """
 
 from __future__ import annotations
@@ -64,10 +70,80 @@ def best_of(repeats: int, function) -> float:
     return min(times)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (user, nice, system, irq, softirq; Linux)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def write_clips_dir(path: str, waves: np.ndarray, with_spectrogram: bool, files: int = 8) -> int:
+    """A clips/ directory as pipelines.preprocess writes it (the columns training reads); returns bytes."""
+    os.makedirs(os.path.join(path, "clips"))
+    rng = np.random.default_rng(1)
+    for index, part in enumerate(np.array_split(np.arange(len(waves)), files)):
+        columns = {
+            "clip_id": [f"clip{i:07d}" for i in part], "ytid": [f"vid{i:07d}" for i in part],
+            "split": ["train"] * len(part), "waveform": pa.FixedShapeTensorArray.from_numpy_ndarray(waves[part]),
+            "face_feature": pa.FixedShapeTensorArray.from_numpy_ndarray(
+                rng.standard_normal((len(part), 4096)).astype(np.float32)),
+        }  # fmt: skip
+        if with_spectrogram:
+            stored = audio.model_input(torch.from_numpy(waves[part])).to(torch.float16).numpy()
+            columns["spectrogram"] = pa.FixedShapeTensorArray.from_numpy_ndarray(stored)
+        pq.write_table(pa.table(columns), os.path.join(path, "clips", f"part-{index:03d}.parquet"))
+    return sum(entry.stat().st_size for entry in os.scandir(os.path.join(path, "clips")))
+
+
+def trainer_path_rate(data_dir: str, model_input, batch_size: int, passes: int, audio_column="waveform") -> dict:
+    """The best of ``passes`` epochs over the train split as the trainer streams it: clips/s and clips per CPU-s."""
+    from trainer.data import split_datasets
+
+    best = None
+    for _ in range(passes):
+        dataset = split_datasets(data_dir, ("train",), audio_column=audio_column)["train"]
+        cpu, wall, clips = busy_cpu_seconds(), time.perf_counter(), 0
+        for batch in dataset.iter_torch_batches(batch_size=batch_size):
+            clips += len(model_input(batch))
+        cpu, wall = busy_cpu_seconds() - cpu, time.perf_counter() - wall
+        figures = {"clips": clips, "wall_s": wall, "cpu_s": cpu, "clips_per_s": clips / wall,
+                   "clips_per_cpu_s": clips / cpu}  # fmt: skip
+        if best is None or figures["clips_per_cpu_s"] > best["clips_per_cpu_s"]:
+            best = figures
+    return best
+
+
+def trainer_path(waves: np.ndarray, work_dir: str, batch_size: int, passes: int) -> dict:
+    import ray
+
+    old_dir, new_dir = os.path.join(work_dir, "with_spectrogram"), os.path.join(work_dir, "waveform_only")
+    sizes = {"with_spectrogram": write_clips_dir(old_dir, waves, True),
+             "waveform_only": write_clips_dir(new_dir, waves, False)}  # fmt: skip
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        rates = {
+            "before: stored spectrogram -> float32": trainer_path_rate(
+                old_dir, lambda batch: batch["spectrogram"].float(), batch_size, passes, "spectrogram"),
+            "after: waveform read (STFT on the GPU)": trainer_path_rate(
+                new_dir, lambda batch: batch["waveform"], batch_size, passes),
+            "after: waveform + model_input on this CPU": trainer_path_rate(
+                new_dir, lambda batch: audio.model_input(batch["waveform"]), batch_size, passes),
+        }  # fmt: skip
+    finally:
+        ray.shutdown()
+    return {"bytes_per_clip_on_disk": {k: v / len(waves) for k, v in sizes.items()}, "rates": rates}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=32, help="rows per Parquet file: one batch, read whole")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many")
+    parser.add_argument(
+        "--trainer-clips",
+        type=int,
+        default=1024,
+        help="clips in part 2 (the trainer's input path through Ray Data); 0 skips it",
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -104,6 +180,9 @@ def main(argv=None) -> None:
             "read_int16_waveform_and_compute": best_of(args.repeats, from_waveform),
             "compute_spectrogram_only": best_of(args.repeats, compute_only),
         }  # fmt: skip
+        if args.trainer_clips:
+            tiled = np.resize(waves, (args.trainer_clips, audio.NUM_SAMPLES))  # the clips repeated: same speech
+            trainer = trainer_path(tiled, work_dir, batch_size=batch, passes=args.repeats)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_average": os.getloadavg(),
@@ -117,6 +196,14 @@ def main(argv=None) -> None:
         print(f"{kind:>25} on disk: {size / 1e3:7.1f} KB/clip")
     for kind, ms in result["ms_per_clip"].items():
         print(f"{kind:>41}: {ms:6.2f} ms/clip  ({result['clips_per_s'][kind]:7.0f} clips/s, one process)")
+    if args.trainer_clips:
+        result["trainer_input_path"] = trainer
+        before = trainer["rates"]["before: stored spectrogram -> float32"]["clips_per_cpu_s"]
+        print(f"trainer input path, {args.trainer_clips} clips, best of {args.repeats} epochs:")
+        for kind, rate in trainer["rates"].items():
+            per_cpu = rate["clips_per_cpu_s"]
+            print(f"{kind:>43}: {per_cpu:7.0f} clips per CPU-s ({per_cpu / before:4.1f}x), "
+                  f"{rate['clips_per_s']:6.0f} clips/s")  # fmt: skip
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)

@@ -69,7 +69,6 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int) -> None:
 
     rng = np.random.default_rng(0)
     waves = (rng.standard_normal((clips, audio.NUM_SAMPLES)) * 3000).astype(np.int16)
-    spectrograms = audio.spectrogram(torch.from_numpy(audio.int16_to_waveform(waves))).to(torch.float16).numpy()
     jpeg = io.BytesIO()
     Image.fromarray(np.zeros((224, 224, 3), np.uint8)).save(jpeg, format="JPEG")
     splits = ["val" if i % 10 == 0 else "train" for i in range(clips)]
@@ -78,7 +77,6 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int) -> None:
         "ytid": [f"synth{i:06d}" for i in range(clips)],
         "start": [0.0] * clips, "end": [6.0] * clips, "x": [0.5] * clips, "y": [0.5] * clips, "split": splits,
         "waveform": pa.FixedShapeTensorArray.from_numpy_ndarray(waves),
-        "spectrogram": pa.FixedShapeTensorArray.from_numpy_ndarray(spectrograms),
         "face_jpeg": [jpeg.getvalue()] * clips, "face_box": [[0, 224, 224, 0]] * clips, "frame_time": [0.0] * clips,
         "face_feature": pa.FixedShapeTensorArray.from_numpy_ndarray(
             rng.standard_normal((clips, feature_dim)).astype(np.float32)),

@@ -1,4 +1,4 @@
-"""AVSpeech CSV -> download -> audio + frames -> face -> spectrogram + face feature -> Parquet.
+"""AVSpeech CSV -> download -> audio + frames -> face -> face feature -> Parquet (waveform, face, feature).
 
     ray job submit --working-dir . -- python -m pipelines.preprocess \\
         --csv avspeech_train.csv --test-csv avspeech_test.csv --out s3://bucket/s2f/v1 \\
@@ -70,6 +70,7 @@ class PreprocessConfig:
     max_downloads_per_minute: float | None = None
     sleep_requests_s: float = 0.0
     dry_run: bool = False
+    store_spectrogram: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -187,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="seconds yt-dlp sleeps between the requests of one video's extraction",
+    )
+    p.add_argument(
+        "--store-spectrogram",
+        action="store_true",
+        help="also store each clip's float16 spectrogram (615 KB, 3.2x its waveform; the old layout). Training "
+        "computes it from the waveform either way; a resumed --out keeps the layout it was started with",
     )
     p.add_argument(
         "--dry-run",
@@ -318,12 +325,14 @@ def run(config: PreprocessConfig) -> dict:
     embedder = embedder_record(config)
     manifest_uri = storage.join(config.out, "manifest.json")
     if storage.exists(manifest_uri):
-        previous = storage.read_json(manifest_uri)["embedder"]
+        manifest = storage.read_json(manifest_uri)
+        previous = manifest["embedder"]
         if (previous["name"], previous["weights_sha256"]) != (embedder["name"], embedder["weights_sha256"]):
             raise SystemExit(
                 f"{config.out} already holds clips embedded by {previous['name']} "
                 f"({previous['weights_sha256'][:12]}); use a new --out for {embedder['name']}."
             )
+        keep_layout(config, manifest)
 
     segments = read_segments(config, failures_uri)
     todo = plan(config, segments, clips_uri, failures_uri)
@@ -338,6 +347,18 @@ def run(config: PreprocessConfig) -> dict:
     storage.write_json(manifest_uri, summary)
     print_summary(summary)
     return summary
+
+
+def keep_layout(config: PreprocessConfig, manifest: dict) -> None:
+    """A resumed --out keeps its clips' columns: one schema for every file of a dataset.
+
+    Manifests from before --store-spectrogram existed belong to outputs that stored it.
+    """
+    stored = manifest.get("config", {}).get("store_spectrogram", True)
+    if stored != config.store_spectrogram:
+        print(f"[preprocess] {config.out} was started {'with' if stored else 'without'} --store-spectrogram: "
+              "its new clips keep that layout")  # fmt: skip
+    config.store_spectrogram = stored
 
 
 def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict:
@@ -433,7 +454,8 @@ def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: st
     ).map_batches(
         stages.FeatureStage, batch_size=config.batch_size, batch_format="pandas",
         fn_constructor_args=(embedder["name"], None if config.vggface_weights == RANDOM_WEIGHTS
-                             else config.vggface_weights, config.vggface_weights == RANDOM_WEIGHTS, failures_uri),
+                             else config.vggface_weights, config.vggface_weights == RANDOM_WEIGHTS, failures_uri,
+                             config.store_spectrogram),
         compute=ActorPoolStrategy(size=sizes["feature"]), num_gpus=sizes["gpus"], num_cpus=config.cpus_per_actor,
     )  # fmt: skip
     return dataset

@@ -150,13 +150,20 @@ def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:
     return batch[~failed].reset_index(drop=True)
 
 
-def clip_schema(feature_dim: int) -> pa.Schema:
-    """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type."""
+SPECTROGRAM_FIELD = pa.field("spectrogram", pa.fixed_shape_tensor(pa.float16(), [audio.NUM_FRAMES, audio.NUM_BINS, 2]))
+
+
+def clip_schema(feature_dim: int, store_spectrogram: bool = False) -> pa.Schema:
+    """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type.
+
+    ``spectrogram`` (float16, 3.2x the waveform's bytes) only with --store-spectrogram: readers
+    compute it from ``waveform``.
+    """
     return pa.schema([
         ("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
         ("x", pa.float64()), ("y", pa.float64()), ("split", pa.string()),
         ("waveform", pa.fixed_shape_tensor(pa.int16(), [audio.NUM_SAMPLES])),
-        ("spectrogram", pa.fixed_shape_tensor(pa.float16(), [audio.NUM_FRAMES, audio.NUM_BINS, 2])),
+        *([SPECTROGRAM_FIELD] if store_spectrogram else []),
         ("face_jpeg", pa.binary()), ("face_box", pa.list_(pa.int32(), 4)), ("frame_time", pa.float64()),
         ("face_feature", pa.fixed_shape_tensor(pa.float32(), [feature_dim])),
         ("embedder", pa.string()), ("duration_s", pa.float64()),
@@ -169,23 +176,27 @@ def _tensor_column(array: np.ndarray) -> pa.Array:
 
 
 class FeatureStage:
-    """The GPU-capable stage: spectrograms and face features for a batch, models loaded once per actor.
+    """The GPU-capable stage: face features (and, if asked, spectrograms) for a batch, models loaded once per actor.
 
     The same code runs on CUDA when Ray gave the actor a GPU, else on CPU.
     """
 
-    def __init__(self, embedder: str, weights: str | None, allow_random: bool, failures_uri: str):
+    def __init__(self, embedder: str, weights: str | None, allow_random: bool, failures_uri: str,
+                 store_spectrogram: bool = False):  # fmt: skip
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
             self.embedder = make_embedder(embedder, weights=local_weights, allow_random=allow_random,
                                           device=self.device)  # fmt: skip
         self.failures_uri = failures_uri
+        self.store_spectrogram = store_spectrogram
 
     def _features(self, rows: list[dict]) -> pa.Table:
         started = cpu_seconds()
         waves = np.stack([np.frombuffer(r["waveform"], dtype=np.int16) for r in rows])
-        wave_tensor = torch.from_numpy(audio.int16_to_waveform(waves)).to(self.device)
-        spectrograms = audio.spectrogram(wave_tensor).to(torch.float16).cpu().numpy()
+        stored = {}
+        if self.store_spectrogram:
+            spectrograms = audio.model_input(torch.from_numpy(waves).to(self.device)).to(torch.float16)
+            stored["spectrogram"] = _tensor_column(spectrograms.cpu().numpy())
         crops = np.stack([np.asarray(Image.open(io.BytesIO(r["face_jpeg"])).convert("RGB")) for r in rows])
         features = self.embedder.embed(crops).astype(np.float32)
         columns = {name: [r[name] for r in rows] for name in ("clip_id", "ytid", "start", "end", "x", "y", "split")}
@@ -195,7 +206,7 @@ class FeatureStage:
         return pa.table({
             **columns,
             "waveform": _tensor_column(waves),
-            "spectrogram": _tensor_column(spectrograms),
+            **stored,
             "face_jpeg": pa.array([r["face_jpeg"] for r in rows], pa.binary()),
             "face_box": pa.array([list(map(int, r["face_box"])) for r in rows], pa.list_(pa.int32(), 4)),
             "frame_time": pa.array([float(r["frame_time"]) for r in rows], pa.float64()),
@@ -203,7 +214,7 @@ class FeatureStage:
             "embedder": pa.array([self.embedder.name] * len(rows), pa.string()),
             "duration_s": pa.array([float(r["duration_s"]) for r in rows], pa.float64()),
             "cpu_s": cpu,
-        }, schema=clip_schema(self.embedder.dim))  # fmt: skip
+        }, schema=clip_schema(self.embedder.dim, self.store_spectrogram))  # fmt: skip
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         rows = batch.to_dict("records")
@@ -218,4 +229,5 @@ class FeatureStage:
                     row["stage"], row["error"] = "feature", f"{type(error).__name__}: {error}"[:2000]
                     bad.append(row)
             write_failures(bad, self.failures_uri, "feature")
-            return pa.concat_tables(good) if good else clip_schema(self.embedder.dim).empty_table()
+            empty = clip_schema(self.embedder.dim, self.store_spectrogram).empty_table()
+            return pa.concat_tables(good) if good else empty

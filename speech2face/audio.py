@@ -111,6 +111,16 @@ def int16_to_waveform(samples: np.ndarray) -> np.ndarray:
     return np.asarray(samples, dtype=np.float32) / INT16_SCALE
 
 
+def int16_tensor_to_waveform(samples: torch.Tensor) -> torch.Tensor:
+    """:func:`int16_to_waveform` for a tensor, on its device (stored waveforms become model input on the GPU)."""
+    return samples.to(torch.float32) / INT16_SCALE
+
+
+def samples_for_frames(frames: int) -> int:
+    """The fewest samples that :func:`stft` turns into ``frames`` frames: 598 -> 95,920."""
+    return (frames - 1) * FRAME_STEP + FRAME_LENGTH
+
+
 def num_frames(n_samples: int) -> int:
     """STFT frames for ``n_samples`` samples (no padding): 96,000 -> 598."""
     if n_samples < FRAME_LENGTH:
@@ -153,3 +163,18 @@ def spectrogram(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     A 6 s clip gives (598, 257, 2).
     """
     return compress(torch.view_as_real(stft(wave))).contiguous()
+
+
+def model_input(samples: torch.Tensor, crop_frames: int | None = None, generator=None) -> torch.Tensor:
+    """The model's input from stored int16 samples (or a float waveform), on the tensor's device.
+
+    This is how training and inference read ``clips/``: the waveform is stored, the spectrogram is
+    computed where the model runs. A random crop of ``crop_frames`` frames (drawn with ``generator``)
+    cuts the waveform first: the same frames as cropping the full spectrogram, with fewer FFTs.
+    """
+    wave = samples if samples.is_floating_point() else int16_tensor_to_waveform(samples)
+    frames = num_frames(wave.shape[-1])
+    if crop_frames and frames > crop_frames:
+        offset = int(torch.randint(0, frames - crop_frames + 1, (1,), generator=generator)) * FRAME_STEP
+        wave = wave[..., offset : offset + samples_for_frames(crop_frames)]
+    return spectrogram(wave)

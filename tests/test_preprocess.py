@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from pipelines import preprocess
@@ -41,7 +40,7 @@ def read_clips(out: str) -> dict[str, dict]:
     for file_uri in storage.list_files(storage.join(out, "clips"), suffix=".parquet"):
         table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
         tensors = {name: table.column(name).combine_chunks().to_numpy_ndarray()
-                   for name in ("waveform", "spectrogram", "face_feature")}  # fmt: skip
+                   for name in ("waveform", "spectrogram", "face_feature") if name in table.column_names}  # fmt: skip
         for i, row in enumerate(table.drop_columns(list(tensors)).to_pylist()):
             assert row["clip_id"] not in clips, f"duplicate clip {row['clip_id']}"
             clips[row["clip_id"]] = row | {name: values[i] for name, values in tensors.items()}
@@ -125,19 +124,27 @@ def test_bad_inputs_fail_at_the_right_stage(local_run, bad_rows):
     assert local_run["summaries"][0]["counts"]["failures_per_stage"]["parse"] == 6
 
 
-def test_shapes_dtypes_and_stored_spectrogram(local_run):
+def test_shapes_dtypes_and_no_stored_spectrogram_by_default(local_run):
     clips = read_clips(local_run["out"])
     for clip in clips.values():
         assert clip["waveform"].shape == (96000,) and clip["waveform"].dtype == np.int16
-        assert clip["spectrogram"].shape == (598, 257, 2) and clip["spectrogram"].dtype == np.float16
+        assert "spectrogram" not in clip  # readers compute it from the waveform (--store-spectrogram keeps it)
         assert clip["face_feature"].shape == (128,) and clip["face_feature"].dtype == np.float32
         assert clip["embedder"] == "dlib" and 1.0 <= clip["duration_s"] <= 6.0
         image = Image.open(io.BytesIO(clip["face_jpeg"]))
         assert image.size == (224, 224) and image.mode == "RGB"
-    clip = next(iter(clips.values()))
-    wave = torch.from_numpy(audio.int16_to_waveform(clip["waveform"]))
-    expected = audio.spectrogram(wave).to(torch.float16).numpy()
-    np.testing.assert_array_equal(clip["spectrogram"], expected)
+    assert local_run["summaries"][1]["config"]["store_spectrogram"] is False
+
+
+def test_a_resumed_output_keeps_the_layout_it_was_started_with(capsys):
+    config = preprocess.PreprocessConfig(csv="x.csv", out="/data/s2f", store_spectrogram=False)
+    preprocess.keep_layout(config, {"config": {"store_spectrogram": True}})
+    assert config.store_spectrogram is True and "started with --store-spectrogram" in capsys.readouterr().out
+    preprocess.keep_layout(config, {"embedder": {}})  # a manifest from before the flag: it stored them
+    assert config.store_spectrogram is True
+    config.store_spectrogram = True
+    preprocess.keep_layout(config, {"config": {"store_spectrogram": False}})
+    assert config.store_spectrogram is False and "started without" in capsys.readouterr().out
 
 
 def test_short_segments_are_looped(local_run):

@@ -18,10 +18,14 @@ from speech2face.audio import (
     NUM_FRAMES,
     NUM_SAMPLES,
     compress,
+    int16_to_waveform,
     load_audio,
+    model_input,
     num_frames,
+    samples_for_frames,
     spectrogram,
     stft,
+    waveform_to_int16,
 )
 from speech2face.synth.voices import speak
 
@@ -127,3 +131,14 @@ def test_spectrogram_runs_on_the_input_device(noise):
     assert spectrogram(wave).device.type == "cuda"
     on_gpu, reference = stft(wave).cpu().numpy(), tf_stft(noise)
     assert np.abs(on_gpu - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+def test_model_input_from_int16_equals_the_spectrogram_and_its_crop_the_cropped_spectrogram(noise):
+    samples = torch.from_numpy(waveform_to_int16(noise))
+    full = model_input(samples)
+    torch.testing.assert_close(full, spectrogram(int16_to_waveform(samples.numpy())), rtol=0, atol=0)
+    crop = model_input(samples, crop_frames=300, generator=torch.Generator().manual_seed(3))
+    offset = int(torch.randint(0, NUM_FRAMES - 300 + 1, (1,), generator=torch.Generator().manual_seed(3)))
+    assert crop.shape == (2, 300, NUM_BINS, 2) and offset > 0
+    torch.testing.assert_close(crop, full[:, offset : offset + 300], rtol=1e-5, atol=1e-5)
+    assert samples_for_frames(NUM_FRAMES) <= NUM_SAMPLES < samples_for_frames(NUM_FRAMES + 1)

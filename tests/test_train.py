@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import torch
 
-from speech2face import storage
+from speech2face import audio, storage
 from speech2face.perf import cpu_has_native_bf16
 from tests.cli import ROOT, TINY_RUN, check, make_dataset, read_metrics, run
 
@@ -28,8 +30,10 @@ def dlib_data(small_dataset) -> Path:
 
 @pytest.fixture(scope="module")
 def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
+    """The old layout (--store-spectrogram: a stored spectrogram beside the waveform), which must still train."""
     return make_dataset(small_corpus.directory, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
-                        "--vggface-weights", "random", "--val-fraction", "0.4", ray_address=ray_address)  # fmt: skip
+                        "--vggface-weights", "random", "--val-fraction", "0.4", "--store-spectrogram",
+                        ray_address=ray_address)  # fmt: skip
 
 
 def checkpoint_dirs(run_dir: str) -> list[str]:
@@ -128,6 +132,20 @@ def test_distillation_on_vggface_features_and_weights_mismatch_refused(vggface_d
     assert row["val_loss"] == pytest.approx(expected, rel=1e-4)
     meta = json.loads((tmp_path / "distill" / "model.json").read_text())
     assert meta["out_dim"] == 4096 and meta["embedder"]["weights_sha256"] == "random"
+
+
+def test_stored_spectrograms_equal_the_trainers_and_tensorflows(vggface_data):
+    from tests.test_spectrogram import numpy_compress, tf_stft
+
+    table = pq.read_table(next((vggface_data / "clips").glob("*.parquet")), columns=["waveform", "spectrogram"])
+    waves = table["waveform"].combine_chunks().to_numpy_ndarray()
+    stored = table["spectrogram"].combine_chunks().to_numpy_ndarray()
+    assert stored.dtype == np.float16 and stored.shape == (len(waves), 598, 257, 2)
+    computed = audio.model_input(torch.from_numpy(waves)).to(torch.float16).numpy()  # what training feeds the model
+    np.testing.assert_array_equal(stored, computed)
+    reference = tf_stft(audio.int16_to_waveform(waves[:1]))[0]
+    reference = numpy_compress(np.stack([reference.real, reference.imag], axis=-1))
+    np.testing.assert_allclose(stored[0].astype(np.float32), reference, rtol=2e-3, atol=2e-3)
 
 
 def test_setup_errors_are_clear_with_exit_code_2(dlib_data, tmp_path):

@@ -1,7 +1,7 @@
-"""Running a trained encoder outside Ray: batches of spectrograms in, face features out.
+"""Running a trained encoder outside Ray: batches of waveforms in, face features out.
 
-Shared by trainer.evaluate and trainer.predict. Reads Parquet shard by shard, so a large split is
-never held in memory as spectrograms (only the small outputs and JPEG crops are kept).
+Shared by trainer.evaluate and trainer.predict. Reads Parquet shard by shard, so a large split's
+audio is never held in memory (only the small outputs and JPEG crops are kept).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from speech2face import storage
+from speech2face import audio, storage
 from speech2face.audio import AudioError
 from trainer.data import manifest_of, tensor_column
 
@@ -52,22 +52,25 @@ def check_same_embedder(model_meta: dict, data_uri: str) -> dict:
 
 
 @torch.no_grad()
-def embed(model, spectrograms, batch_size: int = 16) -> np.ndarray:
-    """(N, T, 257, 2) spectrograms (any float dtype) -> float32 (N, out_dim) predicted face features."""
+def embed(model, waveforms, batch_size: int = 16) -> np.ndarray:
+    """(N, samples) int16 or float waveforms -> float32 (N, out_dim) predicted face features.
+
+    Spectrograms are computed batch by batch on the model's device (``audio.model_input``).
+    """
     device = next(model.parameters()).device
     outputs = []
-    for start in range(0, len(spectrograms), batch_size):
-        batch = torch.from_numpy(np.array(spectrograms[start : start + batch_size], dtype=np.float32)).to(device)
-        outputs.append(model(batch).float().cpu().numpy())
+    for start in range(0, len(waveforms), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(waveforms[start : start + batch_size])).to(device)
+        outputs.append(model(audio.model_input(batch)).float().cpu().numpy())
     return np.concatenate(outputs) if outputs else np.empty((0, model.out_dim), np.float32)
 
 
 def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, batch_size: int = 16) -> dict:
     """Columns of every row in ``split`` (None: all splits), sorted by clip_id, as numpy arrays.
 
-    With ``model``, the spectrograms are turned into ``prediction`` shard by shard and not kept.
+    With ``model``, the waveforms are turned into ``prediction`` shard by shard and not kept.
     """
-    wanted = list(dict.fromkeys(["clip_id", "split", *columns, *(["spectrogram"] if model is not None else [])]))
+    wanted = list(dict.fromkeys(["clip_id", "split", *columns, *(["waveform"] if model is not None else [])]))
     parts: list[pa.Table] = []
     predictions: list[np.ndarray] = []
     files = storage.list_files(storage.join(data_uri, "clips"), suffix=".parquet")
@@ -78,8 +81,9 @@ def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, 
         if len(table) == 0:
             continue
         if model is not None:
-            predictions.append(embed(model, tensor_column(table, "spectrogram"), batch_size))
-            table = table.drop_columns(["spectrogram"])
+            predictions.append(embed(model, tensor_column(table, "waveform"), batch_size))
+            if "waveform" not in columns:
+                table = table.drop_columns(["waveform"])
         parts.append(table)
     if not parts:
         raise InputError(

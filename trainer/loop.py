@@ -20,7 +20,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from speech2face import storage
+from speech2face import audio, storage
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
 from speech2face.perf import FastPathChoice, choose_fast_path, fast_adam_kwargs, train_step
@@ -130,10 +130,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, cla
     for wait_s, batch in _timed(batches):
         waited += wait_s
         _maybe_inject_fault(config, run_uri, step)
-        spectrogram = batch["spectrogram"].float()
-        if config.crop_frames and spectrogram.shape[1] > config.crop_frames:
-            offset = int(torch.randint(0, spectrogram.shape[1] - config.crop_frames + 1, (1,), generator=generator))
-            spectrogram = spectrogram[:, offset : offset + config.crop_frames]
+        spectrogram = audio.model_input(batch["waveform"], config.crop_frames, generator)
         losses = train_step(model, optimizer, scaler, fast, spectrogram, batch["face_feature"], weights, classifier)
         scheduler.step()  # per step: the paper decays the lr every 10k steps
         step += 1
@@ -159,7 +156,7 @@ def _validate(config, model, fast, weights, classifier, device) -> dict:
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=config.batch_size, device=device)
     for batch in batches:
         with fast.autocast():
-            predictions.append(model(batch["spectrogram"].float()).float())
+            predictions.append(model(audio.model_input(batch["waveform"])).float())
         faces.append(batch["face_feature"].float())
         ytid_keys.append(batch["ytid_key"].cpu())
         clip_keys.append(batch["clip_key"].cpu())

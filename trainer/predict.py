@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2face import storage
-from speech2face.audio import load_audio, spectrogram
+from speech2face.audio import load_audio
 from trainer import plots
 from trainer.inference import InputError, check_same_embedder, embed, read_rows, run_cli
 from trainer.model_io import read_model
@@ -67,7 +67,7 @@ class Gallery:
 
 def predict_features(model, waves: np.ndarray) -> np.ndarray:
     """float32 (N, out_dim) face features of (N, 96000) waveforms, as every predicting entry point computes them."""
-    return embed(model, spectrogram(waves).numpy(), batch_size=len(waves))
+    return embed(model, waves, batch_size=len(waves))
 
 
 def predict(args) -> dict:
