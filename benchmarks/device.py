@@ -63,7 +63,7 @@ def vggface_rate(device: torch.device, images: int, repeats: int) -> float:
     return best_rate(images, lambda: embedder.embed(crops), repeats, device)
 
 
-def write_synthetic_data(out: Path, clips: int, feature_dim: int) -> None:
+def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file: int | None = None) -> None:
     """``clips`` random clips in the clips/ schema (train, plus a val tenth) and a manifest trainer.train reads."""
     from pipelines.stages import clip_schema
 
@@ -84,7 +84,10 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int) -> None:
         "cpu_s": [dict.fromkeys(("download", "decode", "face", "feature"), 0.0)] * clips,
     }  # fmt: skip
     (out / "clips").mkdir(parents=True)
-    pq.write_table(pa.table(columns, schema=clip_schema(feature_dim)), out / "clips" / "synthetic.parquet")
+    table = pa.table(columns, schema=clip_schema(feature_dim))
+    step = rows_per_file or clips
+    for index, start in enumerate(range(0, clips, step)):
+        pq.write_table(table.slice(start, step), out / "clips" / f"synthetic-{index:04d}.parquet")
     counts = {"clips": clips, "per_split": {"train": splits.count("train"), "val": splits.count("val")}}
     embedder = {"name": "synthetic", "dim": feature_dim, "weights_sha256": "synthetic", "has_classifier": False}
     storage.write_json(str(out / "manifest.json"), {"counts": counts, "embedder": embedder})

@@ -1,10 +1,25 @@
-"""Preprocessing at AVSpeech scale (issue 12): the --dry-run planner on synthetic AVSpeech CSVs.
+"""Preprocessing at AVSpeech scale (issue 12), on this machine. Run it on a quiet machine.
 
-    python -m benchmarks.scale --rows 10000 100000 1000000 2600000 --out benchmarks/results/scale_dry_run.json
+    python -m benchmarks.scale dry-run --rows 10000 100000 1000000 2600000 --out benchmarks/results/scale_dry_run.json
+    python -m benchmarks.scale overhead --rows 1000 100000 --out benchmarks/results/scale_overhead.json
+    python -m benchmarks.scale unavailable --rows 400 --out benchmarks/results/scale_unavailable.json
+    python -m benchmarks.scale evaluate --rows 2000 6000 --out benchmarks/results/scale_evaluate.json
 
-Each size: a synthetic CSV (valid 11-character ytids, 4 segments a video, AVSpeech's 3-10 s
+dry-run: a synthetic CSV a size (valid 11-character ytids, 4 segments a video, AVSpeech's 3-10 s
 segments), then `python -m pipelines.preprocess --dry-run` in a subprocess, as a user runs it: its
-wall seconds and peak RSS (os.wait4). Run it on a quiet machine.
+wall seconds and peak RSS (os.wait4).
+
+overhead: what Ray Data itself costs a row in the real plan (``preprocess.pipeline_stages``: its
+blocks, batch sizes, pools and resources, and the Parquet write) with every stage's work replaced
+by a no-op (``streaming.without_work``), on a local Ray of this machine's CPUs.
+
+unavailable: ``preprocess.run`` (the real pipeline) over rows whose downloads all answer 404 from a
+loopback server, --download-retries 0: wall seconds a row, with Ray already started.
+
+evaluate: ``python -m trainer.evaluate`` (a subprocess, as a user runs it) on synthetic clips
+(``benchmarks.device.write_synthetic_data``: random waveforms and 4096-D features, in files of
+500 rows) with an untrained tiny encoder: its peak RSS at each size, next to the bytes of the
+features it must keep (face features and predictions, float32).
 """
 
 from __future__ import annotations
@@ -51,23 +66,133 @@ def measure_dry_run(csv: Path, out: Path) -> dict:
             "last_line": output.strip().splitlines()[-1]}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 2_600_000])
-    p.add_argument("--out", type=Path, help="write the figures as JSON here")
-    args = p.parse_args(argv)
+def dry_run_sizes(rows_list: list[int]) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as scratch:
-        for rows in args.rows:
+        for rows in rows_list:
             csv = Path(scratch) / f"avspeech_{rows}.csv"
             synthetic_csv(csv, rows)
             result = {"rows": rows, **measure_dry_run(csv, Path(scratch) / "out")}
             print(f"{rows:>9} rows: {result['seconds']:7.1f} s, peak RSS {result['peak_rss_mb']:7.0f} MB", flush=True)
             results.append(result)
             csv.unlink()
+    return results
+
+
+def _config(csv: str, out: str, **overrides):
+    from pipelines import preprocess
+
+    # The demo's and tests' resources on 2 cores: every pool fits at once.
+    return preprocess.PreprocessConfig(csv=csv, out=out, face_embedder="dlib", cpus_per_actor=0.5, **overrides)
+
+
+def overhead(rows_list: list[int]) -> list[dict]:
+    """Seconds a row of the real plan with no-op stages, Parquet write included."""
+    import pandas as pd
+    import ray
+
+    from pipelines import preprocess, streaming
+
+    results = []
+    for rows in rows_list:
+        with tempfile.TemporaryDirectory() as scratch:
+            csv = Path(scratch) / "rows.csv"
+            synthetic_csv(csv, rows)
+            todo = pd.read_csv(csv, header=None, names=["ytid", "start", "end", "x", "y"])
+            todo = todo.assign(clip_id=todo["ytid"] + "_" + todo["start"].astype(str), split="train", stage="",
+                               error="", reason="")  # fmt: skip
+            config = _config(str(csv), str(Path(scratch) / "out"))
+            embedder = {"name": "dlib", "dim": 128}
+            resources = ray.cluster_resources()
+            sizes = preprocess.resource_defaults(config, resources)
+            plan = streaming.without_work(preprocess.pipeline_stages(config, str(Path(scratch) / "f"), embedder, sizes))
+            block_rows = streaming.rows_per_block(rows, resources["CPU"])
+            started = time.perf_counter()
+            dataset = streaming.apply_stages(streaming.source(todo, block_rows), plan)
+            dataset.write_parquet(
+                str(Path(scratch) / "out"), min_rows_per_file=preprocess.rows_per_file(config, embedder)
+            )
+            seconds = time.perf_counter() - started
+        results.append({"rows": rows, "rows_per_block": block_rows, "seconds": round(seconds, 2),
+                        "ms_per_row": round(1e3 * seconds / rows, 3)})  # fmt: skip
+        print(
+            f"{rows:>9} rows, {block_rows} a block: {seconds:7.1f} s, {1e3 * seconds / rows:6.2f} ms a row", flush=True
+        )
+    return results
+
+
+def unavailable(rows: int) -> dict:
+    """The real pipeline over ``rows`` rows whose videos are all gone (404 from a loopback server)."""
+    from pipelines import preprocess
+    from speech2face.synth.server import serve_directory, url_template
+
+    with tempfile.TemporaryDirectory() as scratch, serve_directory(scratch) as (_, base_url):
+        csv = Path(scratch) / "gone.csv"
+        synthetic_csv(csv, rows)
+        config = _config(str(csv), str(Path(scratch) / "out"), url_template=url_template(base_url), download_retries=0)
+        started = time.perf_counter()
+        summary = preprocess.run(config)
+        seconds = time.perf_counter() - started
+    reasons = summary["counts"]["failures_per_reason"]
+    assert reasons == {"unavailable": rows}, reasons
+    result = {"rows": rows, "seconds": round(seconds, 2), "ms_per_row": round(1e3 * seconds / rows, 1),
+              "failures_per_reason": reasons}  # fmt: skip
+    print(f"{rows} unavailable rows: {seconds:.1f} s, {result['ms_per_row']:.1f} ms a row", flush=True)
+    return result
+
+
+def evaluate_memory(rows_list: list[int]) -> list[dict]:
+    from benchmarks.device import write_synthetic_data
+    from speech2face.models import VoiceEncoder
+    from trainer.model_io import save_model
+
+    results = []
+    for rows in rows_list:
+        with tempfile.TemporaryDirectory() as scratch:
+            data, model = Path(scratch) / "data", Path(scratch) / "model.safetensors"
+            write_synthetic_data(data, rows, feature_dim=4096, rows_per_file=500)
+            embedder = {"name": "synthetic", "dim": 4096, "weights_sha256": "synthetic"}
+            save_model(VoiceEncoder("tiny", 4096), str(model), {"epoch": 0, "embedder": embedder})
+            command = [sys.executable, "-m", "trainer.evaluate", "--data", str(data), "--model", str(model),
+                       "--split", "train", "--out", str(Path(scratch) / "eval")]  # fmt: skip
+            started = time.perf_counter()
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            output = process.stdout.read().decode()
+            _, status, usage = os.wait4(process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"trainer.evaluate failed:\n{output[-3000:]}")
+            queries = json.loads((Path(scratch) / "eval" / "eval.json").read_text())["queries"]
+        result = {"rows": rows, "queries": queries, "seconds": round(time.perf_counter() - started, 1),
+                  "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                  "features_mb": round(2 * queries * 4096 * 4 / 2**20, 1)}  # fmt: skip
+        print(f"{rows:>6} clips: peak RSS {result['peak_rss_mb']:7.0f} MB (features {result['features_mb']:.0f} MB), "
+              f"{result['seconds']:.0f} s", flush=True)  # fmt: skip
+        results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("what", choices=["dry-run", "overhead", "unavailable", "evaluate"])
+    p.add_argument("--rows", type=int, nargs="+", help="sizes (default: 10k..2.6M; 1k and 100k; 400; 2k and 6k)")
+    p.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = p.parse_args(argv)
+    load_before = os.getloadavg()
+    if args.what == "dry-run":
+        figures = dry_run_sizes(args.rows or [10_000, 100_000, 1_000_000, 2_600_000])
+    elif args.what == "evaluate":
+        figures = evaluate_memory(args.rows or [2_000, 6_000])
+    else:
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        figures = overhead(args.rows or [1_000, 100_000]) if args.what == "overhead" else unavailable(
+            (args.rows or [400])[0])  # fmt: skip
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "load_before": load_before,
+              "load_after": os.getloadavg(), args.what: figures}  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"uptime": os.getloadavg(), "dry_run": results}, indent=2) + "\n")
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -35,6 +35,13 @@ from speech2face.download import DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
 from speech2face.faces import MAX_DISTANCE
 
 RANDOM_WEIGHTS = "random"
+DEFAULT_DOWNLOADS_PER_NODE = 16  # I/O-bound: many more than a node's cores
+DOWNLOAD_ACTORS_PER_NODE = 2
+# Training reads whole files: a few hundred MB each keeps AVSpeech at thousands of files, not 160,000.
+TARGET_FILE_MB = 256
+# Parquet bytes per clip, measured on the demo corpus: waveform 174 KB, face JPEG 8 KB, the rest 2 KB;
+# a stored spectrogram adds 530 KB, and the face feature 4 bytes a dimension.
+CLIP_KB, SPECTROGRAM_KB = 184, 530
 
 
 @dataclass
@@ -71,6 +78,7 @@ class PreprocessConfig:
     sleep_requests_s: float = 0.0
     dry_run: bool = False
     store_spectrogram: bool = False
+    rows_per_file: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -120,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"retry clips that failed in an earlier run: all of them, or only downloads that failed for "
         f"these reasons ({', '.join(REASONS)}), e.g. --retry-failures throttled",
     )
-    p.add_argument("--download-concurrency", type=int, help="parallel downloads (default: 2 per CPU)")
+    p.add_argument(
+        "--download-concurrency",
+        type=int,
+        help=f"concurrent downloads per node, in threads (default {DEFAULT_DOWNLOADS_PER_NODE}: they wait on the "
+        "network; --max-downloads-per-minute caps the rate YouTube sees)",
+    )
     p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
     p.add_argument(
         "--gpu-actors",
@@ -196,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
         "computes it from the waveform either way; a resumed --out keeps the layout it was started with",
     )
     p.add_argument(
+        "--rows-per-file",
+        type=int,
+        help=f"clips per Parquet file (default: about {TARGET_FILE_MB} MB files, ~1,300 clips; a file is written "
+        "once it is full, so a killed run redoes the clips of files not yet written)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="parse, split and plan the resume only: print rows valid, done, failed earlier and to do, per split, "
@@ -212,6 +231,12 @@ def parse_args(argv: list[str] | None = None) -> PreprocessConfig:
         if unknown:
             build_parser().error(f"--retry-failures: unknown reason(s) {', '.join(sorted(unknown))}; "
                                  f"use no value (all) or some of {', '.join(REASONS)}")  # fmt: skip
+    for flag, value in (
+        ("--rows-per-file", config.rows_per_file),
+        ("--download-concurrency", config.download_concurrency),
+    ):
+        if value is not None and value < 1:
+            build_parser().error(f"{flag} must be at least 1, got {value}")
     if config.face_embedder == "vggface" and not config.vggface_weights:
         build_parser().error(
             "--face-embedder vggface needs --vggface-weights PATH_OR_URI "
@@ -321,6 +346,10 @@ def run(config: PreprocessConfig) -> dict:
     clips_uri, failures_uri = storage.join(config.out, "clips"), storage.join(config.out, "failures")
     if config.dry_run:
         return dry_run(config, clips_uri, failures_uri)
+    # torch before pyarrow's S3 client: loaded after it, torch's libraries can fail to load (static TLS:
+    # "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so", then a segfault).
+    from pipelines import stages  # noqa: F401
+
     storage.check_writable(config.out)
     embedder = embedder_record(config)
     manifest_uri = storage.join(config.out, "manifest.json")
@@ -339,14 +368,22 @@ def run(config: PreprocessConfig) -> dict:
 
     if len(todo):
         ray.init(ignore_reinit_error=True)
-        dataset = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources())
+        dataset = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources(), _cpu_nodes())
         filesystem, clips_path = storage.resolve(clips_uri)
-        dataset.write_parquet(clips_path, filesystem=filesystem)
+        dataset.write_parquet(clips_path, filesystem=filesystem, min_rows_per_file=rows_per_file(config, embedder))
 
     summary = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo))
     storage.write_json(manifest_uri, summary)
     print_summary(summary)
     return summary
+
+
+def rows_per_file(config: PreprocessConfig, embedder: dict) -> int:
+    """--rows-per-file, or the clips that make a file of about TARGET_FILE_MB."""
+    if config.rows_per_file:
+        return config.rows_per_file
+    clip_kb = CLIP_KB + embedder["dim"] * 4 / 1024 + (SPECTROGRAM_KB if config.store_spectrogram else 0)
+    return max(1, int(TARGET_FILE_MB * 1024 / clip_kb))
 
 
 def keep_layout(config: PreprocessConfig, manifest: dict) -> None:
@@ -377,88 +414,102 @@ def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict
     segments.loc[segments["clip_id"].isin(set(retried["clip_id"])), "state"] = "failed earlier (retried)"
     segments.loc[segments["clip_id"].isin(done), "state"] = "done"
     table = segments.groupby(["split", "state"]).size().unstack(fill_value=0)
-    resources = _cluster_resources()
-    sizes = resource_defaults(config, resources)
+    resources, nodes = _cluster_resources()
+    sizes = resource_defaults(config, resources, nodes)
     plan_summary = {
         "valid_rows": len(segments),
         "per_split": {split: {k: int(v) for k, v in row.items()} for split, row in table.iterrows()},
         "to_process": int(segments["state"].isin(["to do", "failed earlier (retried)"]).sum()),
         "resources": resources,
+        "nodes": nodes,
         "actor_pools": sizes,
     }
     print(f"[preprocess] dry run: {len(segments)} valid rows in {config.csv}"
           + (f" and {config.test_csv}" if config.test_csv else ""))  # fmt: skip
     print(table.to_string() if len(table) else "(no valid rows)")
     print(f"[preprocess] would process {plan_summary['to_process']} rows on {resources.get('CPU', 0):g} CPU / "
-          f"{resources.get('GPU', 0):g} GPU: {sizes['download']} downloads, {sizes['face']} face actors, "
+          f"{resources.get('GPU', 0):g} GPU ({nodes} node(s)): {sizes['download']} concurrent downloads in "
+          f"{sizes['download_actors']} actors, {sizes['face']} face actors, "
           f"{sizes['feature']} feature actors ({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each); "
           "nothing was downloaded or written")  # fmt: skip
     return plan_summary
 
 
-def _cluster_resources() -> dict:
-    """The cluster's resources when a job runs on one (RAY_ADDRESS), else this machine's CPUs: no Ray started."""
+def _cluster_resources() -> tuple[dict, int]:
+    """The cluster's resources and CPU nodes when a job runs on one (RAY_ADDRESS), else this machine's CPUs:
+    no Ray started."""
     import os
 
     if os.environ.get("RAY_ADDRESS"):
         import ray
 
         ray.init(ignore_reinit_error=True, log_to_driver=False)
-        return dict(ray.cluster_resources())
-    return {"CPU": float(os.cpu_count() or 1)}
+        return dict(ray.cluster_resources()), _cpu_nodes()
+    return {"CPU": float(os.cpu_count() or 1)}, 1
 
 
-def resource_defaults(config: PreprocessConfig, resources: dict) -> dict:
+def _cpu_nodes() -> int:
+    import ray
+
+    return max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0))
+
+
+def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1) -> dict:
     """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now.
 
-    An explicit ``--gpu-actors`` always asks for GPUs, so an autoscaling cluster that starts with
-    no GPU node gets one; without it, a cluster with no GPUs runs the feature stage on CPU.
+    Downloads: ``--download-concurrency`` per node, in the threads of ``DOWNLOAD_ACTORS_PER_NODE``
+    actors a node (yt-dlp's parsing holds the GIL: one process would cap a node at one core for it).
+    An explicit ``--gpu-actors`` always asks for GPUs, so an autoscaling cluster that starts with no
+    GPU node gets one; without it, a cluster with no GPUs runs the feature stage on CPU.
     """
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
-    per_actor = config.cpus_per_actor
+    per_node = config.download_concurrency or DEFAULT_DOWNLOADS_PER_NODE
+    actors_per_node = min(DOWNLOAD_ACTORS_PER_NODE, per_node)
     use_gpus = bool(config.gpu_actors) or gpus > 0
     return {
-        "download": config.download_concurrency or max(2, int(2 * cpus)),
-        "face": config.cpu_actors or max(1, int(cpus / per_actor / 2)),
+        "download": per_node * nodes,
+        "download_actors": actors_per_node * nodes,
+        "download_threads": math.ceil(per_node / actors_per_node),
+        "face": config.cpu_actors or max(1, int(cpus / config.cpus_per_actor / 2)),
         "feature": config.gpu_actors or (max(1, int(gpus / config.gpus_per_actor)) if gpus else 1),
         "gpus": config.gpus_per_actor if use_gpus else 0.0,
     }
 
 
-def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: str, embedder: dict, resources: dict):
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
+def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: dict, sizes: dict) -> list:
+    """The pipeline as data: each stage with its batch size and the resources it reserves."""
     from pipelines import stages  # torch and the face models: only where the pipeline is built
+    from pipelines.streaming import Stage
 
-    sizes = resource_defaults(config, resources)
-    print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU -> "
-          f"{sizes['download']} downloads, {sizes['face']} face actors, {sizes['feature']} feature actors "
-          f"({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each)")  # fmt: skip
-    download = download_config(config)
-    # Small blocks keep every stage busy and the stream moving (one block per few clips).
-    dataset = ray.data.from_items(todo.to_dict("records"), override_num_blocks=max(1, math.ceil(len(todo) / 2)))
-    light = min(0.25, config.cpus_per_actor)  # downloads wait on the network, not the CPU
-    dataset = dataset.map_batches(
-        stages.DownloadStage, fn_constructor_args=(download, config.cookies), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=sizes["download"]), num_cpus=light,
-    ).map_batches(
-        stages.DecodeStage, fn_constructor_args=(config.frames_per_clip,), batch_size=1, batch_format="pandas",
-        compute=ActorPoolStrategy(min_size=1, max_size=sizes["face"]), num_cpus=config.cpus_per_actor,
-    ).map_batches(
-        stages.FaceStage, fn_constructor_args=(config.face_model, config.max_face_distance), batch_size=1,
-        batch_format="pandas", compute=ActorPoolStrategy(min_size=1, max_size=sizes["face"]),
-        num_cpus=config.cpus_per_actor,
-    ).map_batches(
-        stages.divert_failures, fn_kwargs={"failures_uri": failures_uri}, batch_format="pandas", num_cpus=light,
-    ).map_batches(
-        stages.FeatureStage, batch_size=config.batch_size, batch_format="pandas",
-        fn_constructor_args=(embedder["name"], None if config.vggface_weights == RANDOM_WEIGHTS
-                             else config.vggface_weights, config.vggface_weights == RANDOM_WEIGHTS, failures_uri,
-                             config.store_spectrogram),
-        compute=ActorPoolStrategy(size=sizes["feature"]), num_gpus=sizes["gpus"], num_cpus=config.cpus_per_actor,
-    )  # fmt: skip
-    return dataset
+    light = min(0.25, config.cpus_per_actor)  # waits on the network or on a write, not on the CPU
+    random_weights = config.vggface_weights == RANDOM_WEIGHTS
+    return [
+        Stage("download", stages.DownloadStage, num_cpus=light, pool=(1, sizes["download_actors"]),
+              concurrent_calls=2, args=(download_config(config), config.cookies, sizes["download_threads"]),
+              remote_args={"scheduling_strategy": "SPREAD"}),
+        Stage("decode", stages.DecodeStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
+              args=(config.frames_per_clip,)),
+        Stage("face", stages.FaceStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
+              args=(config.face_model, config.max_face_distance)),
+        Stage("failures", stages.divert_failures, num_cpus=light, kwargs={"failures_uri": failures_uri}),
+        Stage("feature", stages.FeatureStage, batch_size=config.batch_size, num_cpus=config.cpus_per_actor,
+              num_gpus=sizes["gpus"], pool=(sizes["feature"], sizes["feature"]),
+              args=(embedder["name"], None if random_weights else config.vggface_weights, random_weights,
+                    failures_uri, config.store_spectrogram)),
+    ]  # fmt: skip
+
+
+def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: str, embedder: dict, resources: dict,
+                  nodes: int = 1):  # fmt: skip
+    from pipelines.streaming import apply_stages, rows_per_block, source
+
+    sizes = resource_defaults(config, resources, nodes)
+    block_rows = rows_per_block(len(todo), resources.get("CPU", 1.0))
+    print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU on {nodes} "
+          f"node(s) -> {sizes['download']} concurrent downloads ({sizes['download_actors']} actors), "
+          f"{sizes['face']} face actors, {sizes['feature']} feature actors "
+          f"({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each), {block_rows} rows a block")  # fmt: skip
+    return apply_stages(source(todo, block_rows), pipeline_stages(config, failures_uri, embedder, sizes))
 
 
 def download_config(config: PreprocessConfig) -> DownloadConfig:

@@ -15,8 +15,10 @@ import io
 import os
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -33,39 +35,68 @@ CPU_STAGES = ("download", "decode", "face", "feature")  # per-clip CPU seconds a
 JPEG_QUALITY = 95
 
 
+def _children_cpu_seconds() -> float:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished subprocesses (ffmpeg, yt-dlp's ffmpeg)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+    return time.process_time() + _children_cpu_seconds()
+
+
+def thread_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime
+
+
+class FinishedChildrenCpu:
+    """CPU seconds of subprocesses (yt-dlp's ffmpeg) finished since the last ``take``, handed out once.
+
+    With rows in concurrent threads, a row cannot tell its ffmpeg from its neighbour's; each second is
+    still counted once, so the stage's total and its mean per clip stay exact.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen = _children_cpu_seconds()
+
+    def take(self) -> float:
+        with self._lock:
+            now = _children_cpu_seconds()
+            taken, self._seen = now - self._seen, now
+        return taken
+
+
+def _run_row(row: dict, stage: str, fn: Callable[[dict], dict], clock=cpu_seconds, extra_cpu=None) -> None:
+    """``fn(row)`` merged into the row, or the row marked failed; its CPU seconds in ``cpu_<stage>_s``."""
+    started = clock()
+    try:
+        row.update(fn(row))
+    except Exception as error:  # noqa: BLE001 - any per-clip error becomes a failure row
+        row["stage"], row["error"] = stage, f"{type(error).__name__}: {error}"[:2000]
+        row["reason"] = getattr(error, "reason", "")
+    row[f"cpu_{stage}_s"] = clock() - started + (extra_cpu() if extra_cpu else 0.0)
 
 
 def _per_row(batch: pd.DataFrame, stage: str, fn: Callable[[dict], dict]) -> pd.DataFrame:
-    """Apply ``fn`` to each good row; its dict of new columns is merged, an exception marks a failure.
-
-    The row's CPU seconds in this stage are added to its ``cpu_<stage>_s`` column.
-    """
+    """Apply ``fn`` to each good row; its dict of new columns is merged, an exception marks a failure."""
     rows = batch.to_dict("records")
     for row in rows:
-        if row["error"]:
-            continue
-        started = cpu_seconds()
-        try:
-            row.update(fn(row))
-        except Exception as error:  # noqa: BLE001 - any per-clip error becomes a failure row
-            row["stage"], row["error"] = stage, f"{type(error).__name__}: {error}"[:2000]
-            row["reason"] = getattr(error, "reason", "")
-        row[f"cpu_{stage}_s"] = cpu_seconds() - started
+        if not row["error"]:
+            _run_row(row, stage, fn)
     return pd.DataFrame(rows)
 
 
 class DownloadStage:
     """yt-dlp fetches only the segment; the file's bytes travel on, so later stages may run anywhere.
 
-    A cookies file (local or s3://) is copied once per actor, so to every node that downloads, into a
-    file only this user can read.
+    Downloads wait on the network, so one actor runs ``threads`` of them at once, shared by the blocks
+    it is given concurrently (one slow clip does not idle the others). A cookies file (local or s3://)
+    is copied once per actor, so to every node that downloads, into a file only this user can read.
     """
 
-    def __init__(self, config: DownloadConfig, cookies_uri: str | None = None):
+    def __init__(self, config: DownloadConfig, cookies_uri: str | None = None, threads: int = 1):
         self._cookies_dir = tempfile.TemporaryDirectory(prefix="s2f-cookies-") if cookies_uri else None
         if cookies_uri:
             cookies = os.path.join(self._cookies_dir.name, "cookies.txt")
@@ -73,14 +104,21 @@ class DownloadStage:
                 file.write(storage.read_bytes(cookies_uri))
             config = dataclasses.replace(config, cookies=cookies)
         self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s2f-download")
+        self._children = FinishedChildrenCpu()
 
     def _download(self, row: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
             path = download_segment(row["ytid"], row["start"], row["end"], tmp, self.config)
             return {"video": path.read_bytes()}
 
+    def _download_row(self, row: dict) -> None:
+        _run_row(row, "download", self._download, clock=thread_cpu_seconds, extra_cpu=self._children.take)
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return _per_row(batch, "download", self._download)
+        rows = batch.to_dict("records")
+        list(self._pool.map(self._download_row, [row for row in rows if not row["error"]]))
+        return pd.DataFrame(rows)
 
 
 def _with_video_file(data: bytes, clip_id: str, fn):

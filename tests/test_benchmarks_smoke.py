@@ -1,6 +1,7 @@
 """The training-step benchmark runs, and its FLOP count is the model's (no timing assertions)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -55,10 +56,12 @@ def test_the_demo_shaped_step_counts_its_own_flops(tmp_path):
     assert row["samples_per_s"] > 0
 
 
-def test_the_one_command_device_benchmark_runs_on_cpu(tmp_path):
+def test_the_one_command_device_benchmark_runs_on_cpu(tmp_path, ray_address):
     """benchmarks.device --quick: every section, including a real 1-epoch trainer.train, in its report."""
+    # its trainer.train joins the session's Ray (RAY_ADDRESS) instead of starting one
     result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(tmp_path), "--quick"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+                            cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env=os.environ | {"RAY_ADDRESS": ray_address})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "device.json").read_text())
     assert {row["name"] for row in report["step"]["results"]} == {"fast"}

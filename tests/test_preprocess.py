@@ -240,7 +240,8 @@ def test_killed_job_resumes_without_duplicates_or_losses(small_corpus, ray_sessi
     out = str(tmp_path / "out")
     env = os.environ | {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     with serve(small_corpus.directory) as base_url:
-        job = subprocess.Popen(preprocess_command(csv, out, base_url), cwd=ROOT, env=env, start_new_session=True,
+        command = preprocess_command(csv, out, base_url, "--rows-per-file", "2")  # files written as it goes
+        job = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 300
         while not readable_clip_ids(out):

@@ -105,13 +105,13 @@ def test_concurrency_keeps_a_cpu_for_ray_data_and_says_when_a_trial_cannot_fit()
 
 def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, ray_address, ray_session, tmp_path):
     # two trials at a time (1.01 CPUs each, and 1 left for Ray Data, on the session's 4 logical CPUs)
-    result = _run_sweep(ray_address, data, tmp_path, "random3", "--num-samples", "3", "--scheduler", "none",
+    result = _run_sweep(ray_address, data, tmp_path, "random2", "--num-samples", "2", "--scheduler", "none",
                         "--epochs", "2", "--max-concurrent-trials", "2")  # fmt: skip
     assert "at most 2 at a time" in result.stdout
-    sweep_dir = tmp_path / "random3"
+    sweep_dir = tmp_path / "random2"
     trials = _trials(sweep_dir)
-    assert len(trials) == 3
-    assert len({(t["lr"], t["loss_l2norm"], t["loss_l1"]) for t in trials}) == 3
+    assert len(trials) == 2
+    assert len({(t["lr"], t["loss_l2norm"], t["loss_l1"]) for t in trials}) == 2
     assert all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials), trials
     for trial in trials:  # each trial is a whole trainer.train run with its own outputs
         assert len(read_metrics(sweep_dir / "trials" / trial["trial_id"])) == 2
@@ -128,7 +128,7 @@ def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, 
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     check(subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=env))  # fmt: skip
-    assert len(read_metrics(tmp_path / "random3-best")) == 2
+    assert len(read_metrics(tmp_path / "random2-best")) == 2
     _no_leak(ray_session)
 
 

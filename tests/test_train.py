@@ -145,7 +145,11 @@ def test_stored_spectrograms_equal_the_trainers_and_tensorflows(vggface_data):
     np.testing.assert_array_equal(stored, computed)
     reference = tf_stft(audio.int16_to_waveform(waves[:1]))[0]
     reference = numpy_compress(np.stack([reference.real, reference.imag], axis=-1))
-    np.testing.assert_allclose(stored[0].astype(np.float32), reference, rtol=2e-3, atol=2e-3)
+    difference = np.abs(stored[0].astype(np.float32) - reference)
+    # float16 storage (half a unit in the last place: 5e-4 relative), and |x|**0.3 magnifies float32
+    # round-off near zero (see test_spectrogram.py): a quantile bound plus a loose maximum.
+    assert np.mean(difference <= 1e-3 * np.abs(reference) + 1e-3) >= 0.999
+    assert difference.max() < 2e-2
 
 
 def test_setup_errors_are_clear_with_exit_code_2(dlib_data, tmp_path):

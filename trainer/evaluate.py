@@ -16,7 +16,7 @@ import numpy as np
 from speech2face import storage
 from speech2face.metrics import RANKS, recall_table, target_ranks
 from trainer import plots
-from trainer.inference import InputError, check_same_embedder, read_rows, run_cli
+from trainer.inference import InputError, check_same_embedder, read_face_jpegs, read_rows, run_cli
 from trainer.model_io import read_model
 from trainer.retrieval import gallery_indices
 
@@ -67,8 +67,12 @@ def format_table(rows: list[dict], split: str, gallery_size: int, gallery_by: st
     return "\n".join(lines)
 
 
-def retrieval_figure(rows: dict, queries, gallery_rows, targets, gallery_features) -> bytes:
-    """For a few queries (different videos), the true face then the top-5 retrieved."""
+def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, gallery_features) -> bytes:
+    """For a few queries (different videos), the true face then the top-5 retrieved.
+
+    Only the figure's face crops are read (a second pass over the split's JPEG column): the split's
+    thousands of others never reach this process's memory.
+    """
     gallery = np.asarray(gallery_features, dtype=np.float64)
     gallery_unit = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)  # cosine, as in the ranking
     chosen, seen = [], set()
@@ -78,12 +82,16 @@ def retrieval_figure(rows: dict, queries, gallery_rows, targets, gallery_feature
             seen.add(target)
         if len(chosen) == PNG_QUERIES:
             break
-    figure_rows = []
+    shown = []
     for q, target in chosen:
         prediction = rows["prediction"][q] / np.linalg.norm(rows["prediction"][q])
-        top = np.argsort(-(gallery_unit @ prediction), kind="stable")[:PNG_TOP]
-        faces = [(rows["face_jpeg"][gallery_rows[target]], "true face", True)]
-        faces += [(rows["face_jpeg"][gallery_rows[g]], f"#{i + 1} {rows['ytid'][gallery_rows[g]]}", g == target)
+        shown.append((q, target, np.argsort(-(gallery_unit @ prediction), kind="stable")[:PNG_TOP]))
+    wanted = {rows["clip_id"][gallery_rows[g]] for _, target, top in shown for g in [target, *top]}
+    jpegs = read_face_jpegs(data_uri, wanted)
+    figure_rows = []
+    for q, target, top in shown:
+        faces = [(jpegs[rows["clip_id"][gallery_rows[target]]], "true face", True)]
+        faces += [(jpegs[rows["clip_id"][gallery_rows[g]]], f"#{i + 1} {rows['ytid'][gallery_rows[g]]}", g == target)
                   for i, g in enumerate(top)]  # fmt: skip
         figure_rows.append({"label": f"query {rows['clip_id'][q]}", "faces": faces})
     return plots.face_grid_png(figure_rows, title="voice query -> true face | top-5 retrieved faces (green: true)")
@@ -92,7 +100,7 @@ def retrieval_figure(rows: dict, queries, gallery_rows, targets, gallery_feature
 def evaluate(args) -> dict:
     model, meta = read_model(args.model)
     check_same_embedder(meta, args.data)
-    rows = read_rows(args.data, args.split, ["ytid", "face_feature", "face_jpeg"], model=model,
+    rows = read_rows(args.data, args.split, ["ytid", "face_feature"], model=model,
                      batch_size=args.batch_size)  # fmt: skip
     groups = rows["ytid"] if args.gallery_by == "ytid" else rows["clip_id"]
     gallery_rows, targets = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), args.gallery_by)
@@ -111,7 +119,7 @@ def evaluate(args) -> dict:
                       for q, r in zip(queries, ranks, strict=True)],
     }  # fmt: skip
     storage.write_json(storage.join(out, "eval.json"), report)
-    png = retrieval_figure(rows, queries, gallery_rows, targets, gallery_features)
+    png = retrieval_figure(args.data, rows, queries, gallery_rows, targets, gallery_features)
     storage.write_bytes(storage.join(out, "retrieval.png"), png)
     print(f"wrote {storage.join(out, 'eval.json')} and {storage.join(out, 'retrieval.png')}")
     return report

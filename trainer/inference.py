@@ -101,3 +101,15 @@ def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, 
     if model is not None:
         rows["prediction"] = np.concatenate(predictions)[order]
     return rows
+
+
+def read_face_jpegs(data_uri: str, clip_ids) -> dict[str, bytes]:
+    """{clip_id: face crop JPEG} for the given clips only, file by file, reading just those two columns."""
+    wanted = pa.array(sorted(set(clip_ids)), pa.string())
+    jpegs: dict[str, bytes] = {}
+    for file_uri in storage.list_files(storage.join(data_uri, "clips"), suffix=".parquet"):
+        filesystem, path = storage.resolve(file_uri)  # ranged reads: not the file's audio
+        table = pq.read_table(path, columns=["clip_id", "face_jpeg"], filesystem=filesystem)
+        table = table.filter(pc.is_in(table["clip_id"], value_set=wanted))
+        jpegs.update(zip(table["clip_id"].to_pylist(), table["face_jpeg"].to_pylist(), strict=True))
+    return jpegs
