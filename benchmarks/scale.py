@@ -4,6 +4,7 @@
     python -m benchmarks.scale overhead --rows 1000 100000 --out benchmarks/results/scale_overhead.json
     python -m benchmarks.scale unavailable --rows 400 --out benchmarks/results/scale_unavailable.json
     python -m benchmarks.scale evaluate --rows 2000 6000 --out benchmarks/results/scale_evaluate.json
+    python -m benchmarks.scale efficiency --corpus /tmp/corpus6 --out benchmarks/results/scale_efficiency.json
 
 dry-run: a synthetic CSV a size (valid 11-character ytids, 4 segments a video, AVSpeech's 3-10 s
 segments), then `python -m pipelines.preprocess --dry-run` in a subprocess, as a user runs it: its
@@ -20,6 +21,12 @@ evaluate: ``python -m trainer.evaluate`` (a subprocess, as a user runs it) on sy
 (``benchmarks.device.write_synthetic_data``: random waveforms and 4096-D features, in files of
 500 rows) with an untrained tiny encoder: its peak RSS at each size, next to the bytes of the
 features it must keep (face features and predictions, float32).
+
+efficiency: the demo corpus with 6 clips a speaker (90 speakers: 540 train + test clips; generated into --corpus
+if missing) through ``preprocess.run`` with dlib, as ``make demo`` runs it, against the sum of its
+per-stage CPU seconds (the manifest's ``cpu_s_per_clip``) over the cores. The fixed start-up cost
+(actors, models) comes from a second run over the first 8 rows of each CSV into a new output: its wall time
+minus those rows' share of the stream.
 """
 
 from __future__ import annotations
@@ -171,10 +178,48 @@ def evaluate_memory(rows_list: list[int]) -> list[dict]:
     return results
 
 
+def _preprocess_wall(corpus: Path, out: Path, base_url: str, limit: int | None = None) -> tuple[float, dict]:
+    from pipelines import preprocess
+    from speech2face.synth.server import url_template
+
+    config = _config(str(corpus / "avspeech_train.csv"), str(out), url_template=url_template(base_url), limit=limit,
+                     test_csv=str(corpus / "avspeech_test.csv"))  # fmt: skip
+    started = time.perf_counter()
+    summary = preprocess.run(config)
+    return time.perf_counter() - started, summary
+
+
+def efficiency(corpus: Path) -> dict:
+    from speech2face.synth.corpus import CorpusConfig, generate_corpus
+    from speech2face.synth.server import serve_directory
+
+    generate_corpus(corpus, CorpusConfig(clips_per_speaker=6))
+    with tempfile.TemporaryDirectory() as scratch, serve_directory(corpus) as (_, base_url):
+        wall, summary = _preprocess_wall(corpus, Path(scratch) / "all", base_url)
+        small_wall, small = _preprocess_wall(corpus, Path(scratch) / "first8", base_url, limit=8)
+    cores = os.cpu_count()
+    clips = summary["counts"]["clips"]
+    cpu_per_clip = sum(summary["cpu_s_per_clip"].values())
+    ideal_per_clip = cpu_per_clip / cores  # wall seconds a clip at 100 % of the cores
+    startup = max(0.0, small_wall - small["counts"]["clips"] * ideal_per_clip)
+    stream = wall - startup
+    result = {"clips": clips, "failures": summary["counts"]["failures"], "cores": cores, "wall_s": round(wall, 1),
+              "cpu_s_per_clip": summary["cpu_s_per_clip"], "cpu_s_per_clip_total": round(cpu_per_clip, 3),
+              "startup_s": round(startup, 1),
+              "small_run": {"clips": small["counts"]["clips"], "wall_s": round(small_wall, 1)},
+              "stream_s": round(stream, 1), "stream_efficiency": round(clips * ideal_per_clip / stream, 3),
+              "overall_efficiency": round(clips * ideal_per_clip / wall, 3)}  # fmt: skip
+    print(f"{clips} clips: wall {wall:.1f} s = start-up {startup:.1f} s + stream {stream:.1f} s; CPU "
+          f"{cpu_per_clip:.3f} s a clip on {cores} cores: stream {100 * result['stream_efficiency']:.0f} % "
+          f"efficient, {100 * result['overall_efficiency']:.0f} % overall", flush=True)  # fmt: skip
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("what", choices=["dry-run", "overhead", "unavailable", "evaluate"])
+    p.add_argument("what", choices=["dry-run", "overhead", "unavailable", "evaluate", "efficiency"])
+    p.add_argument("--corpus", type=Path, default=Path("/tmp/s2f-corpus6"), help="efficiency: the corpus directory")
     p.add_argument("--rows", type=int, nargs="+", help="sizes (default: 10k..2.6M; 1k and 100k; 400; 2k and 6k)")
     p.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = p.parse_args(argv)
@@ -183,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = dry_run_sizes(args.rows or [10_000, 100_000, 1_000_000, 2_600_000])
     elif args.what == "evaluate":
         figures = evaluate_memory(args.rows or [2_000, 6_000])
+    elif args.what == "efficiency":
+        figures = efficiency(args.corpus)
     else:
         import ray
 

@@ -457,8 +457,9 @@ def _cpu_nodes() -> int:
 def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1) -> dict:
     """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now.
 
-    Downloads: ``--download-concurrency`` per node, in the threads of ``DOWNLOAD_ACTORS_PER_NODE``
-    actors a node (yt-dlp's parsing holds the GIL: one process would cap a node at one core for it).
+    Downloads: ``--download-concurrency`` per node, as threads of a pool of ``DOWNLOAD_ACTORS_PER_NODE``
+    actors per node at the start (yt-dlp's parsing holds the GIL: one process would cap a node at one
+    core for it; Ray places the actors where their 0.25 CPU fits).
     An explicit ``--gpu-actors`` always asks for GPUs, so an autoscaling cluster that starts with no
     GPU node gets one; without it, a cluster with no GPUs runs the feature stage on CPU.
     """
@@ -485,8 +486,7 @@ def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: dict,
     random_weights = config.vggface_weights == RANDOM_WEIGHTS
     return [
         Stage("download", stages.DownloadStage, num_cpus=light, pool=(1, sizes["download_actors"]),
-              concurrent_calls=2, args=(download_config(config), config.cookies, sizes["download_threads"]),
-              remote_args={"scheduling_strategy": "SPREAD"}),
+              concurrent_calls=2, args=(download_config(config), config.cookies, sizes["download_threads"])),
         Stage("decode", stages.DecodeStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
               args=(config.frames_per_clip,)),
         Stage("face", stages.FaceStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),

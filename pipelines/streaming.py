@@ -36,7 +36,6 @@ class Stage:
     concurrent_calls: int = 1  # calls one actor runs at once, in threads (an I/O-bound stage)
     args: tuple = ()  # the class's constructor arguments
     kwargs: dict = field(default_factory=dict)  # a function's keyword arguments
-    remote_args: dict = field(default_factory=dict)  # e.g. scheduling_strategy="SPREAD"
 
 
 def apply_stages(dataset, stages: list[Stage]):
@@ -44,8 +43,7 @@ def apply_stages(dataset, stages: list[Stage]):
     from ray.data import ActorPoolStrategy
 
     for stage in stages:
-        options = {"batch_size": stage.batch_size, "batch_format": "pandas", "num_cpus": stage.num_cpus,
-                   **stage.remote_args}  # fmt: skip
+        options = {"batch_size": stage.batch_size, "batch_format": "pandas", "num_cpus": stage.num_cpus}
         if stage.num_gpus:
             options["num_gpus"] = stage.num_gpus
         if stage.pool:
