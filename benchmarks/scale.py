@@ -148,18 +148,27 @@ def unavailable(rows: int) -> dict:
     return result
 
 
-def evaluate_memory(rows_list: list[int]) -> list[dict]:
-    from benchmarks.device import write_synthetic_data
-    from speech2face.models import VoiceEncoder
-    from trainer.model_io import save_model
+# Run in its own process: a forked child's peak RSS (os.wait4) starts from its parent's, so the
+# parent must not hold the synthetic clips it wrote.
+WRITE_DATA = """
+import sys
+from pathlib import Path
+from benchmarks.device import write_synthetic_data
+from speech2face.models import VoiceEncoder
+from trainer.model_io import save_model
+scratch, rows = Path(sys.argv[1]), int(sys.argv[2])
+write_synthetic_data(scratch / "data", rows, feature_dim=4096, rows_per_file=500)
+embedder = {"name": "synthetic", "dim": 4096, "weights_sha256": "synthetic"}
+save_model(VoiceEncoder("tiny", 4096), str(scratch / "model.safetensors"), {"epoch": 0, "embedder": embedder})
+"""
 
+
+def evaluate_memory(rows_list: list[int]) -> list[dict]:
     results = []
     for rows in rows_list:
         with tempfile.TemporaryDirectory() as scratch:
             data, model = Path(scratch) / "data", Path(scratch) / "model.safetensors"
-            write_synthetic_data(data, rows, feature_dim=4096, rows_per_file=500)
-            embedder = {"name": "synthetic", "dim": 4096, "weights_sha256": "synthetic"}
-            save_model(VoiceEncoder("tiny", 4096), str(model), {"epoch": 0, "embedder": embedder})
+            subprocess.run([sys.executable, "-c", WRITE_DATA, scratch, str(rows)], check=True)
             command = [sys.executable, "-m", "trainer.evaluate", "--data", str(data), "--model", str(model),
                        "--split", "train", "--out", str(Path(scratch) / "eval")]  # fmt: skip
             started = time.perf_counter()
