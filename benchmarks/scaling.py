@@ -115,8 +115,9 @@ def main(argv=None) -> None:
     counts = [int(n) for n in args.workers.split(",")]
     if os.environ.get("RAY_ADDRESS"):  # under `ray job submit` on a cluster: use its nodes
         ray.init(address=os.environ["RAY_ADDRESS"])
-    else:  # a private local Ray with just the CPUs the largest run reserves (GPUs are detected)
-        ray.init(num_cpus=max(counts) * (1 if args.use_gpu else args.cpus_per_worker), include_dashboard=False)
+    else:  # a private local Ray with just the CPUs the largest run reserves (GPUs are detected); its own
+        # dashboard, which Ray Train's placement-group cleaner asks whether the run's controller lives
+        ray.init(num_cpus=max(counts) * (1 if args.use_gpu else args.cpus_per_worker))
     results, load_start = [], os.getloadavg()
     try:
         with tempfile.TemporaryDirectory() as storage_path:

@@ -31,8 +31,14 @@ def ray_session():
     """One local Ray instance for every test that needs Ray (starting one costs ~10 s)."""
     import ray
 
+    from tests.local_cluster import free_port
+
     # address="local": never attach to another Ray that happens to run on the machine.
-    ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=False, log_to_driver=False)
+    # A dashboard of its own, on a free port: without one, Ray Train's PlacementGroupCleaner asks
+    # 127.0.0.1:8265 whether the run's controller lives; once the background demo's Ray serves that
+    # port, the answer is "no such actor" and the cleaner removes a live run's placement group.
+    ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=free_port(), log_to_driver=False)  # fmt: skip
     yield ray
     ray.shutdown()
 

@@ -36,6 +36,24 @@ def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
                         ray_address=ray_address)  # fmt: skip
 
 
+def test_the_session_ray_answers_state_queries_about_its_own_actors(ray_session):
+    """Ray Train's PlacementGroupCleaner removes a run's placement group when the State API, asked from a
+    worker, says the controller is gone; the session Ray must answer for itself (conftest.py)."""
+    from ray.train.v2._internal.state.util import is_actor_alive
+
+    @ray_session.remote(num_cpus=0)
+    class Probe:
+        def actor_id(self) -> str:
+            return ray_session.get_runtime_context().get_actor_id()
+
+        def is_alive(self, actor_id: str) -> bool:
+            return bool(is_actor_alive(actor_id, timeout=10))
+
+    probe = Probe.remote()
+    assert ray_session.get(probe.is_alive.remote(ray_session.get(probe.actor_id.remote())))
+    ray_session.kill(probe)
+
+
 def checkpoint_dirs(run_dir: str) -> list[str]:
     files = storage.list_files(run_dir)
     return sorted({uri.split("/checkpoint_")[1].split("/")[0] for uri in files if "/checkpoint_" in uri})
