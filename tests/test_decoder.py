@@ -1,0 +1,98 @@
+"""The face decoder on real LFW faces: its shape, its render step, its losses, and that it learns."""
+
+import numpy as np
+import pytest
+import torch
+
+from speech2face.decoder import (
+    DECODER_PRESETS,
+    FIRST_LAYER_WIDTH,
+    DecoderLossWeights,
+    FaceDecoder,
+    crops_to_tensor,
+    decoder_losses,
+    to_crops,
+    unit_landmarks,
+)
+from speech2face.embedders import DlibFace
+from speech2face.faces import crop_face, detect_faces
+from speech2face.landmarks import crop_landmarks, mean_shape
+from speech2face.synth.faces import detectable_faces, face_rgb
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Eight LFW faces cropped as the pipeline crops them, with dlib landmarks and dlib features."""
+    crops = []
+    for index in detectable_faces()[:8]:
+        image = face_rgb(index)
+        crops.append(crop_face(image, detect_faces(image)[0]))
+    crops = np.stack(crops)
+    return crops, crop_landmarks(crops), DlibFace().embed(crops)
+
+
+@pytest.mark.parametrize(("preset", "in_dim"), [("tiny", 128), ("paper", 4096)])
+def test_every_output_has_its_shape_and_the_first_layer_is_f_dec(preset, in_dim):
+    torch.manual_seed(0)
+    decoder = FaceDecoder(in_dim, preset)
+    side = DECODER_PRESETS[preset].resolution
+    decoded = decoder(torch.randn(2, in_dim))
+    assert decoded.first.shape == (2, FIRST_LAYER_WIDTH) and (decoded.first >= 0).all()  # after its ReLU
+    assert decoded.landmarks.shape == (2, 68, 2)
+    assert decoded.texture.shape == decoded.image.shape == (2, 3, side, side)
+    assert 0 <= decoded.image.min() and decoded.image.max() <= 1
+    linear = decoder.first[0]
+    assert isinstance(linear, torch.nn.Linear) and (linear.in_features, linear.out_features) == (in_dim, 1000)
+    crops = to_crops(decoded.image)
+    assert crops.shape == (2, 224, 224, 3) and crops.dtype == np.uint8  # what every embedder takes
+    with pytest.raises(ValueError, match=f"\\(N, {in_dim}\\)"):
+        decoder(torch.randn(2, in_dim + 1))
+
+
+def test_rendering_on_the_mean_shape_keeps_the_texture(faces):
+    crops, landmarks, _ = faces
+    decoder = FaceDecoder(128, "tiny", mean_shape(landmarks))
+    texture = crops_to_tensor(crops[:2], 64)
+    mean = decoder.mean_shape.expand(2, -1, -1)
+    torch.testing.assert_close(decoder.render(texture, mean), texture, atol=1e-4, rtol=0)
+    # a face warped to the mean shape and back again is close to itself (both warps are smooth)
+    own = unit_landmarks(landmarks[:2])
+    there_and_back = decoder.render(decoder.to_mean_shape(texture, own), own)
+    assert (there_and_back - texture).abs().mean() < 0.05
+
+
+def test_the_feature_loss_needs_a_differentiable_embedder(faces):
+    crops, landmarks, features = faces
+    decoder = FaceDecoder(128, "tiny", mean_shape(landmarks))
+    decoded = decoder(torch.from_numpy(features[:2]))
+    targets, units = crops_to_tensor(crops[:2], 64), unit_landmarks(landmarks[:2])
+    with pytest.raises(ValueError, match="differentiable embedder"):
+        decoder_losses(decoder, decoded, targets, units, DecoderLossWeights(feature=1.0))
+    projection = torch.nn.Linear(3, 128)
+    parts = decoder_losses(decoder, decoded, targets, units, DecoderLossWeights(feature=1.0),
+                           embed=lambda images: projection(images.mean((2, 3))),
+                           features=torch.from_numpy(features[:2]))  # fmt: skip
+    assert set(parts) == {"texture", "landmarks", "image", "feature", "total"}
+    parts["total"].backward()
+    assert decoder.first[0].weight.grad.abs().sum() > 0
+
+
+def test_the_tiny_decoder_learns_faces_dlib_recognises(faces):
+    """150 Adam steps on 8 faces: the loss falls and dlib knows each decoded face as its input's."""
+    crops, landmarks, features = faces
+    torch.manual_seed(0)
+    decoder = FaceDecoder(128, "tiny", mean_shape(landmarks))
+    inputs, targets, units = torch.from_numpy(features), crops_to_tensor(crops, 64), unit_landmarks(landmarks)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3)
+    totals = []
+    for _ in range(150):
+        parts = decoder_losses(decoder, decoder(inputs), targets, units)
+        optimizer.zero_grad()
+        parts["total"].backward()
+        optimizer.step()
+        totals.append(parts["total"].item())
+    assert totals[-1] < 0.35 * totals[0], totals[::30]  # measured: 0.48 -> 0.07
+    with torch.no_grad():
+        decoded = to_crops(decoder(inputs).image)
+    distances = np.linalg.norm(DlibFace().embed(decoded)[:, None] - features[None], axis=-1)
+    assert (distances.argmin(axis=1) == np.arange(8)).mean() >= 0.5  # chance 1/8; measured 7/8
