@@ -40,8 +40,8 @@ DOWNLOAD_ACTORS_PER_NODE = 2
 # Training reads whole files: a few hundred MB each keeps AVSpeech at thousands of files, not 160,000.
 TARGET_FILE_MB = 256
 # Parquet bytes per clip, measured on the demo corpus: waveform 174 KB, face JPEG 8 KB, the rest 2 KB;
-# a stored spectrogram adds 530 KB, and the face feature 4 bytes a dimension.
-CLIP_KB, SPECTROGRAM_KB = 184, 530
+# a stored spectrogram adds 530 KB, face_landmarks 0.5 KB, and the face feature 4 bytes a dimension.
+CLIP_KB, SPECTROGRAM_KB, LANDMARKS_KB = 184, 530, 0.5
 
 
 @dataclass
@@ -78,6 +78,7 @@ class PreprocessConfig:
     sleep_requests_s: float = 0.0
     dry_run: bool = False
     store_spectrogram: bool = False
+    store_landmarks: bool = True  # face_landmarks; False only for an --out begun before the column existed
     rows_per_file: int | None = None
     extra: dict = field(default_factory=dict)
 
@@ -383,19 +384,26 @@ def rows_per_file(config: PreprocessConfig, embedder: dict) -> int:
     if config.rows_per_file:
         return config.rows_per_file
     clip_kb = CLIP_KB + embedder["dim"] * 4 / 1024 + (SPECTROGRAM_KB if config.store_spectrogram else 0)
+    clip_kb += LANDMARKS_KB if config.store_landmarks else 0
     return max(1, int(TARGET_FILE_MB * 1024 / clip_kb))
 
 
 def keep_layout(config: PreprocessConfig, manifest: dict) -> None:
     """A resumed --out keeps its clips' columns: one schema for every file of a dataset.
 
-    Manifests from before --store-spectrogram existed belong to outputs that stored it.
+    Manifests from before --store-spectrogram existed belong to outputs that stored it, and those
+    from before face_landmarks existed to outputs without them.
     """
-    stored = manifest.get("config", {}).get("store_spectrogram", True)
+    previous = manifest.get("config", {})
+    stored = previous.get("store_spectrogram", True)
     if stored != config.store_spectrogram:
         print(f"[preprocess] {config.out} was started {'with' if stored else 'without'} --store-spectrogram: "
               "its new clips keep that layout")  # fmt: skip
     config.store_spectrogram = stored
+    config.store_landmarks = previous.get("store_landmarks", False)
+    if not config.store_landmarks:
+        print(f"[preprocess] {config.out} was started before face_landmarks existed: its new clips keep that "
+              "layout (the face decoder computes landmarks from face_jpeg)")  # fmt: skip
 
 
 def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict:
@@ -490,12 +498,12 @@ def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: dict,
         Stage("decode", stages.DecodeStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
               args=(config.frames_per_clip,)),
         Stage("face", stages.FaceStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
-              args=(config.face_model, config.max_face_distance)),
+              args=(config.face_model, config.max_face_distance, config.store_landmarks)),
         Stage("failures", stages.divert_failures, num_cpus=light, kwargs={"failures_uri": failures_uri}),
         Stage("feature", stages.FeatureStage, batch_size=config.batch_size, num_cpus=config.cpus_per_actor,
               num_gpus=sizes["gpus"], pool=(sizes["feature"], sizes["feature"]),
               args=(embedder["name"], None if random_weights else config.vggface_weights, random_weights,
-                    failures_uri, config.store_spectrogram)),
+                    failures_uri, config.store_spectrogram, config.store_landmarks)),
     ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pipelines.failures import write_failures
-from speech2face import audio, faces, storage, video
+from speech2face import audio, faces, landmarks, storage, video
 from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
 
@@ -161,8 +161,8 @@ class DecodeStage:
 class FaceStage:
     """dlib finds the face nearest the AVSpeech (x, y) in the sampled frames; keeps the best crop."""
 
-    def __init__(self, model: str = "hog", max_distance: float = faces.MAX_DISTANCE):
-        self.model, self.max_distance = model, max_distance
+    def __init__(self, model: str = "hog", max_distance: float = faces.MAX_DISTANCE, store_landmarks: bool = True):
+        self.model, self.max_distance, self.store_landmarks = model, max_distance, store_landmarks
         faces.face_recognition_module()  # load dlib's models once per actor
 
     def _face(self, row: dict) -> dict:
@@ -174,7 +174,10 @@ class FaceStage:
             crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=1)
         jpeg = io.BytesIO()
         Image.fromarray(crop.image).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
-        return {"face_jpeg": jpeg.getvalue(), "face_box": crop.box.as_list(), "frame_time": crop.frame_time}
+        found = {"face_jpeg": jpeg.getvalue(), "face_box": crop.box.as_list(), "frame_time": crop.frame_time}
+        if self.store_landmarks:  # on the crop itself, before JPEG; flat, like face_box, between stages
+            found["face_landmarks"] = landmarks.crop_landmarks(crop.image[None])[0].reshape(-1).tolist()
+        return found
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         out = _per_row(batch, "face", self._face)
@@ -189,20 +192,23 @@ def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:
 
 
 SPECTROGRAM_FIELD = pa.field("spectrogram", pa.fixed_shape_tensor(pa.float16(), [audio.NUM_FRAMES, audio.NUM_BINS, 2]))
+LANDMARKS_FIELD = pa.field("face_landmarks", pa.fixed_shape_tensor(pa.float32(), [landmarks.NUM_LANDMARKS, 2]))
 
 
-def clip_schema(feature_dim: int, store_spectrogram: bool = False) -> pa.Schema:
+def clip_schema(feature_dim: int, store_spectrogram: bool = False, store_landmarks: bool = True) -> pa.Schema:
     """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type.
 
     ``spectrogram`` (float16, 3.2x the waveform's bytes) only with --store-spectrogram: readers
-    compute it from ``waveform``.
+    compute it from ``waveform``. ``face_landmarks``: dlib's 68 points in crop pixels; data written
+    before the column existed lacks it.
     """
     return pa.schema([
         ("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
         ("x", pa.float64()), ("y", pa.float64()), ("split", pa.string()),
         ("waveform", pa.fixed_shape_tensor(pa.int16(), [audio.NUM_SAMPLES])),
         *([SPECTROGRAM_FIELD] if store_spectrogram else []),
-        ("face_jpeg", pa.binary()), ("face_box", pa.list_(pa.int32(), 4)), ("frame_time", pa.float64()),
+        ("face_jpeg", pa.binary()), ("face_box", pa.list_(pa.int32(), 4)),
+        *([LANDMARKS_FIELD] if store_landmarks else []), ("frame_time", pa.float64()),
         ("face_feature", pa.fixed_shape_tensor(pa.float32(), [feature_dim])),
         ("embedder", pa.string()), ("duration_s", pa.float64()),
         ("cpu_s", pa.struct([(stage, pa.float64()) for stage in CPU_STAGES])),
@@ -220,13 +226,14 @@ class FeatureStage:
     """
 
     def __init__(self, embedder: str, weights: str | None, allow_random: bool, failures_uri: str,
-                 store_spectrogram: bool = False):  # fmt: skip
+                 store_spectrogram: bool = False, store_landmarks: bool = True):  # fmt: skip
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
             self.embedder = make_embedder(embedder, weights=local_weights, allow_random=allow_random,
                                           device=self.device)  # fmt: skip
         self.failures_uri = failures_uri
-        self.store_spectrogram = store_spectrogram
+        self.store_spectrogram, self.store_landmarks = store_spectrogram, store_landmarks
+        self.schema = clip_schema(self.embedder.dim, store_spectrogram, store_landmarks)
 
     def _features(self, rows: list[dict]) -> pa.Table:
         started = cpu_seconds()
@@ -247,12 +254,14 @@ class FeatureStage:
             **stored,
             "face_jpeg": pa.array([r["face_jpeg"] for r in rows], pa.binary()),
             "face_box": pa.array([list(map(int, r["face_box"])) for r in rows], pa.list_(pa.int32(), 4)),
+            **({"face_landmarks": _tensor_column(np.stack([np.asarray(r["face_landmarks"], np.float32).reshape(
+                landmarks.NUM_LANDMARKS, 2) for r in rows]))} if self.store_landmarks else {}),
             "frame_time": pa.array([float(r["frame_time"]) for r in rows], pa.float64()),
             "face_feature": _tensor_column(features),
             "embedder": pa.array([self.embedder.name] * len(rows), pa.string()),
             "duration_s": pa.array([float(r["duration_s"]) for r in rows], pa.float64()),
             "cpu_s": cpu,
-        }, schema=clip_schema(self.embedder.dim, self.store_spectrogram))  # fmt: skip
+        }, schema=self.schema)  # fmt: skip
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         rows = batch.to_dict("records")
@@ -267,5 +276,5 @@ class FeatureStage:
                     row["stage"], row["error"] = "feature", f"{type(error).__name__}: {error}"[:2000]
                     bad.append(row)
             write_failures(bad, self.failures_uri, "feature")
-            empty = clip_schema(self.embedder.dim, self.store_spectrogram).empty_table()
+            empty = self.schema.empty_table()
             return pa.concat_tables(good) if good else empty

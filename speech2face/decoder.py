@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speech2face.faces import CROP_SIZE
-from speech2face.landmarks import NUM_LANDMARKS, check_landmarks
+from speech2face.landmarks import MIRROR_ORDER, NUM_LANDMARKS, check_landmarks
 from speech2face.warp import warp
 
 FIRST_LAYER_WIDTH = 1000  # f_dec's width in Cole et al. and Speech2Face
@@ -62,6 +62,17 @@ def unit_landmarks(pixels: np.ndarray | torch.Tensor, side: int = CROP_SIZE) -> 
     if isinstance(pixels, np.ndarray):
         pixels = torch.from_numpy(check_landmarks(pixels))
     return pixels / (side - 1)
+
+
+def mirror_faces(
+    faces: torch.Tensor, landmarks: torch.Tensor, chosen: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces (N, C, H, W) flipped left-right where ``chosen`` (N,) is True, landmarks (image units) to match."""
+    order = torch.as_tensor(MIRROR_ORDER, device=landmarks.device)
+    mirrored = landmarks[:, order].clone()
+    mirrored[..., 0] = 1 - mirrored[..., 0]
+    pick = chosen.view(-1, 1, 1, 1)
+    return torch.where(pick, faces.flip(-1), faces), torch.where(pick[..., 0], mirrored, landmarks)
 
 
 class FaceDecoder(nn.Module):

@@ -63,6 +63,12 @@ def preprocess(images: np.ndarray | torch.Tensor, device: torch.device | str | N
     return bgr.permute(0, 3, 1, 2)
 
 
+def preprocess_unit_images(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB (N, 3, H, W) in [0, 1] (a face decoder's output) -> VGG-Face's input, differentiably."""
+    mean_bgr = torch.tensor(MEAN_BGR, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return images.flip(1) * 255 - mean_bgr
+
+
 class VGGFace(nn.Module):
     """VGG-16 face network; submodules are named after keras-vggface's layers (conv1_1 ... conv5_3, fc6, fc7, fc8)."""
 

@@ -88,7 +88,20 @@ def warp(
     if source.shape != target.shape or source.ndim != 3 or source.shape[-1] != 2 or len(source) != len(images):
         raise ValueError(f"source and target must both be (N, K, 2) with N={len(images)}, "
                          f"got {tuple(source.shape)} and {tuple(target.shape)}")  # fmt: skip
-    batch, _, height, width = images.shape
+    height, width = images.shape[-2:]
+    precision = torch.float64 if source.dtype == torch.float64 else torch.float32  # never the spline in bf16
+    with torch.autocast(images.device.type, enabled=False):
+        sample_at = _sampling_field(source.to(precision), target.to(precision), height, width, border_per_side,
+                                    flow_size)  # fmt: skip
+    # image units -> grid_sample's [-1, 1], where -1 and 1 are the centres of the edge pixels
+    normalised = sample_at * 2 - 1
+    return F.grid_sample(images, normalised.to(images.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)  # fmt: skip
+
+
+def _sampling_field(source, target, height, width, border_per_side, flow_size) -> torch.Tensor:
+    """Where each output pixel samples the input, (N, H, W, 2) in image units."""
+    batch = len(source)
     unit = torch.tensor([width - 1, height - 1]).to(source)  # fit in image units: a well-conditioned system
     pinned = border_points(height, width, border_per_side).to(source)[None].expand(batch, -1, -1)
     centres, values = torch.cat([target, pinned], dim=1) / unit, torch.cat([source, pinned], dim=1) / unit
@@ -100,7 +113,4 @@ def warp(
     if flow_size is not None:
         sample_at = F.interpolate(sample_at.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
                                   align_corners=True).permute(0, 2, 3, 1)  # fmt: skip
-    # image units -> grid_sample's [-1, 1], where -1 and 1 are the centres of the edge pixels
-    normalised = sample_at * 2 - 1
-    return F.grid_sample(images, normalised.to(images.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=True)  # fmt: skip
+    return sample_at

@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipelines import preprocess
 from speech2face import audio, storage
+from speech2face.landmarks import crop_landmarks
 from speech2face.synth.corpus import face_descriptor
 from tests.bad_media import make_bad_videos
 from tests.cli import ROOT
@@ -40,7 +41,7 @@ def read_clips(out: str) -> dict[str, dict]:
     for file_uri in storage.list_files(storage.join(out, "clips"), suffix=".parquet"):
         table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
         tensors = {name: table.column(name).combine_chunks().to_numpy_ndarray()
-                   for name in ("waveform", "spectrogram", "face_feature") if name in table.column_names}  # fmt: skip
+                   for name in ("waveform", "spectrogram", "face_feature", "face_landmarks") if name in table.column_names}  # fmt: skip
         for i, row in enumerate(table.drop_columns(list(tensors)).to_pylist()):
             assert row["clip_id"] not in clips, f"duplicate clip {row['clip_id']}"
             clips[row["clip_id"]] = row | {name: values[i] for name, values in tensors.items()}
@@ -124,7 +125,7 @@ def test_bad_inputs_fail_at_the_right_stage(local_run, bad_rows):
     assert local_run["summaries"][0]["counts"]["failures_per_stage"]["parse"] == 6
 
 
-def test_shapes_dtypes_and_no_stored_spectrogram_by_default(local_run):
+def test_shapes_dtypes_landmarks_and_no_stored_spectrogram_by_default(local_run):
     clips = read_clips(local_run["out"])
     for clip in clips.values():
         assert clip["waveform"].shape == (96000,) and clip["waveform"].dtype == np.int16
@@ -133,6 +134,11 @@ def test_shapes_dtypes_and_no_stored_spectrogram_by_default(local_run):
         assert clip["embedder"] == "dlib" and 1.0 <= clip["duration_s"] <= 6.0
         image = Image.open(io.BytesIO(clip["face_jpeg"]))
         assert image.size == (224, 224) and image.mode == "RGB"
+        points = clip["face_landmarks"]
+        assert points.shape == (68, 2) and points.dtype == np.float32
+        # dlib's points on the stored crop agree with the column (JPEG moves them by a pixel or two)
+        again = crop_landmarks(np.asarray(image)[None])[0]
+        assert np.abs(again - points).mean() < 2.0
     assert local_run["summaries"][1]["config"]["store_spectrogram"] is False
 
 
@@ -143,8 +149,11 @@ def test_a_resumed_output_keeps_the_layout_it_was_started_with(capsys):
     preprocess.keep_layout(config, {"embedder": {}})  # a manifest from before the flag: it stored them
     assert config.store_spectrogram is True
     config.store_spectrogram = True
-    preprocess.keep_layout(config, {"config": {"store_spectrogram": False}})
+    preprocess.keep_layout(config, {"config": {"store_spectrogram": False, "store_landmarks": True}})
     assert config.store_spectrogram is False and "started without" in capsys.readouterr().out
+    assert config.store_landmarks is True
+    preprocess.keep_layout(config, {"config": {"store_spectrogram": False}})  # from before face_landmarks
+    assert config.store_landmarks is False and "before face_landmarks existed" in capsys.readouterr().out
 
 
 def test_short_segments_are_looped(local_run):

@@ -7,7 +7,6 @@ A restarted or resumed run continues after the epoch of ``ray.train.get_checkpoi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -24,7 +23,7 @@ from speech2face import audio, storage
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
 from speech2face.perf import FastPathChoice, choose_fast_path, fast_adam_kwargs, train_step
-from trainer import outputs
+from trainer import checkpoints, outputs
 from trainer.config import TrainConfig
 from trainer.retrieval import recall_metrics, retrieval_ranks
 
@@ -67,51 +66,11 @@ def _maybe_inject_fault(config: TrainConfig, run_uri: str, global_step: int) -> 
     os._exit(1)
 
 
-def _restore(model, optimizer, scheduler, scaler) -> dict:
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return {"epoch": 0, "global_step": 0, "history": []}
-    with checkpoint.as_directory() as directory:
-
-        def load(name: str):
-            return torch.load(os.path.join(directory, name), map_location="cpu", weights_only=True)
-
-        model.load_state_dict(load("model.pt"))
-        optimizer.load_state_dict(load("optimizer.pt"))
-        scheduler.load_state_dict(load("scheduler.pt"))
-        scaler.load_state_dict(load("scaler.pt"))
-        with open(os.path.join(directory, "state.json")) as file:
-            return json.load(file)
-
-
-def _save(directory: str, model, optimizer, scheduler, scaler, state: dict, config: TrainConfig) -> None:
-    torch.save(model.state_dict(), os.path.join(directory, "model.pt"))
-    torch.save(optimizer.state_dict(), os.path.join(directory, "optimizer.pt"))
-    torch.save(scheduler.state_dict(), os.path.join(directory, "scheduler.pt"))
-    torch.save(scaler.state_dict(), os.path.join(directory, "scaler.pt"))
-    with open(os.path.join(directory, "state.json"), "w") as file:
-        json.dump(state, file)
-    with open(os.path.join(directory, "config.json"), "w") as file:
-        file.write(config.to_json())
-
-
 def fast_path_record(choice: FastPathChoice) -> dict:
     """What the fast path picked on a worker, as config.json records it."""
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[choice.amp_dtype]
     return {"device": choice.device.type, "amp_dtype": amp, "channels_last": choice.channels_last,
             "fused_adam": fast_adam_kwargs(choice.device)["fused"], "reason": choice.reason}  # fmt: skip
-
-
-def _timed(batches):
-    """Yields (seconds blocked waiting for the batch, batch)."""
-    iterator = iter(batches)
-    while True:
-        started = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        yield time.perf_counter() - started, batch
 
 
 def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, classifier, device, epoch, step,
@@ -127,7 +86,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, cla
     batches = shard.iter_torch_batches(batch_size=config.batch_size, device=device, drop_last=False,
                                        local_shuffle_buffer_size=config.shuffle_buffer,
                                        local_shuffle_seed=config.seed + 7919 * epoch + rank)  # fmt: skip
-    for wait_s, batch in _timed(batches):
+    for wait_s, batch in checkpoints.timed(batches):
         waited += wait_s
         _maybe_inject_fault(config, run_uri, step)
         spectrogram = audio.model_input(batch["waveform"], config.crop_frames, generator)
@@ -200,7 +159,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     distill = config.loss_distill if classifier else 0.0
     weights = LossWeights(l1=config.loss_l1, l2norm=config.loss_l2norm, distill=distill, temperature=config.temperature)
 
-    state = _restore(plain_model, optimizer, scheduler, scaler)
+    stateful = {"model": plain_model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+    state = checkpoints.restore(stateful)
     if rank == 0 and state["epoch"]:
         log(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -221,7 +181,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if rank == 0:
                 state["history"].append(row)
                 outputs.write_epoch(run_uri, state["history"], plain_model, config, loop_config)
-                _save(directory, plain_model, optimizer, scheduler, scaler, state, config)
+                checkpoints.save(directory, stateful, state, config.to_json())
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
                 log(outputs.epoch_line(row, config.epochs))
             ray.train.report(row, checkpoint=checkpoint)

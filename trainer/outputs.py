@@ -54,7 +54,7 @@ def _summary_writer():
     return _tensorboard["writer"]
 
 
-def _log_tensorboard(run_uri: str, history: list[dict]) -> None:
+def log_tensorboard(run_uri: str, history: list[dict]) -> None:
     writer = _summary_writer()
     for row in history:
         if row["epoch"] > _tensorboard["last_epoch"]:
@@ -71,7 +71,7 @@ def _log_tensorboard(run_uri: str, history: list[dict]) -> None:
 def write_epoch(run_uri: str, history: list[dict], model, config: TrainConfig, loop_config: dict) -> None:
     storage.write_bytes(storage.join(run_uri, "metrics.csv"), metrics_csv(history))
     storage.write_bytes(storage.join(run_uri, "curves.png"), plots.curves_png(history, title=config.name))
-    _log_tensorboard(run_uri, history)
+    log_tensorboard(run_uri, history)
     best = best_epoch(history)
     if best is history[-1]:
         info = {"epoch": best["epoch"], "embedder": loop_config["embedder"], "run": config.name,

@@ -67,3 +67,36 @@ def face_grid_png(rows: list[dict], title: str = "") -> bytes:
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return _png(figure)
+
+
+def decoder_curves_png(history: list[dict], title: str = "") -> bytes:
+    """The face decoder's loss parts per epoch, train (solid) and val (dashed)."""
+    epochs = [row["epoch"] for row in history]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for part in ("total", "texture", "image", "landmarks", "feature"):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            key = f"{split}_{part}"
+            if all(key in row for row in history):
+                axis.plot(epochs, [row[key] for row in history], style, label=key)
+    axis.set(xlabel="epoch", ylabel="weighted loss", yscale="log", title="face decoder")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def image_columns_png(columns: list[tuple[str, np.ndarray]], title: str = "") -> bytes:
+    """Side-by-side columns of face images: ``[(heading, uint8 (N, H, W, 3))]``, row i of each column together."""
+    rows = max(len(images) for _, images in columns)
+    figure, axes = plt.subplots(rows, len(columns), figsize=(1.8 * len(columns), 1.8 * rows), squeeze=False)
+    for column, (heading, images) in enumerate(columns):
+        axes[0, column].set_title(heading, fontsize=8)
+        for row in range(rows):
+            axis = axes[row, column]
+            axis.axis("off")
+            if row < len(images):
+                axis.imshow(images[row])
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return _png(figure)

@@ -3,7 +3,8 @@
 The audio (any file ffmpeg reads, video included) goes through the same loader and spectrogram as
 preprocessing: 6 s from --start, shorter audio repeated. Writes <out>/<audio name>.npy; with
 --gallery (a preprocess output) also prints the --top most similar faces (one per video) and writes
-predict.json and faces.png. Bad audio is a clear error with exit code 2.
+predict.json and faces.png; with --decoder (a trainer.train_decoder run) also draws the face,
+<audio name>_face.png. Bad audio is a clear error with exit code 2.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from speech2face import storage
 from speech2face.audio import load_audio
 from trainer import plots
+from trainer.decoder_io import check_embedder, draw_faces, read_decoder
 from trainer.inference import InputError, check_same_embedder, embed, read_rows, run_cli
 from trainer.model_io import read_model
 from trainer.retrieval import gallery_indices
@@ -34,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery-split", help="only faces of this split (default: every split)")
     p.add_argument("--gallery-by", choices=["ytid", "clip"], default="ytid", help="one face per video or per clip")
     p.add_argument("--top", type=int, default=5, help="how many faces to list")
+    p.add_argument("--decoder", help="decoder.safetensors of a trainer.train_decoder run: also draw the face")
     p.add_argument("--out", default=".", help="output directory or s3:// prefix (default: current directory)")
     return p  # fmt: skip
 
@@ -74,6 +78,13 @@ def predict(args) -> dict:
     if args.top < 1:
         raise InputError(f"--top must be >= 1, got {args.top}")
     model, meta = read_model(args.model)
+    decoder = None
+    if args.decoder:
+        decoder, decoder_meta = read_decoder(args.decoder)
+        try:
+            check_embedder(decoder_meta, meta["embedder"], "the voice model")
+        except ValueError as error:
+            raise InputError(str(error)) from None
     wave = load_audio(args.audio, args.start)
     feature = predict_features(model, wave[None])[0]
     storage.makedirs(args.out)
@@ -83,6 +94,13 @@ def predict(args) -> dict:
     storage.write_bytes(storage.join(args.out, f"{name}.npy"), buffer.getvalue())
     print(f"predicted {feature.shape[0]}-D face feature -> {storage.join(args.out, name + '.npy')}")
     result = {"audio": args.audio, "start": args.start, "model": args.model, "feature_dim": int(feature.shape[0])}
+    if decoder is not None:
+        (face,), _ = draw_faces(decoder, feature[None])
+        buffer = io.BytesIO()
+        Image.fromarray(face).save(buffer, format="PNG")
+        storage.write_bytes(storage.join(args.out, f"{name}_face.png"), buffer.getvalue())
+        result["drawn_face"] = storage.join(args.out, f"{name}_face.png")
+        print(f"drew the face -> {result['drawn_face']}")
     if args.gallery:
         check_same_embedder(meta, args.gallery)
         gallery = Gallery(args.gallery, args.gallery_split, args.gallery_by)

@@ -1,0 +1,154 @@
+"""The per-worker loop of ``trainer.train_decoder`` (Ray Train, DDP), shaped like the encoder's loop.
+
+Each epoch: train on this worker's shard of "train" (faces mirrored at random, with their
+landmarks), then rank 0 scores "val" with the same losses, writes the run's files, and reports
+metrics with a checkpoint. The best epoch by val loss becomes decoder.safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from speech2face import storage
+from speech2face.decoder import FaceDecoder, decoder_losses, mirror_faces, to_crops, unit_landmarks
+from speech2face.perf import choose_fast_path, fast_adam_kwargs
+from trainer import checkpoints, outputs, plots
+from trainer.decoder_config import DecoderConfig
+from trainer.decoder_io import save_decoder
+
+log = logging.getLogger("trainer").info
+SAMPLE_FACES = 8  # val faces drawn in samples.png after every epoch
+
+
+def _feature_embedder(spec: dict | None, device: torch.device):
+    """VGG-Face's fc7 as a differentiable function of [0, 1] images, frozen, for --loss-feature; or None."""
+    if spec is None:
+        return None
+    from speech2face.vggface import VGGFaceEmbedder, preprocess_unit_images
+
+    if spec["weights"] == "random":
+        network = VGGFaceEmbedder(allow_random=True, device=device).model
+    else:
+        with storage.local_copy(spec["weights"]) as path:
+            network = VGGFaceEmbedder(weights=path, device=device).model
+    network.requires_grad_(False)
+    return lambda images: network.features(preprocess_unit_images(images).contiguous(memory_format=torch.channels_last))
+
+
+def _inputs(batch: dict, generator: torch.Generator | None, flip: float):
+    """(features, faces in [0, 1] (B, 3, R, R), landmarks in image units), mirrored at random when training."""
+    faces = batch["face"].permute(0, 3, 1, 2).float() / 255
+    landmarks = unit_landmarks(batch["face_landmarks"].float())
+    if generator is not None and flip > 0:
+        chosen = (torch.rand(len(faces), generator=generator) < flip).to(faces.device)
+        faces, landmarks = mirror_faces(faces, landmarks, chosen)
+    return batch["face_feature"].float(), faces, landmarks
+
+
+def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generator, split: str) -> dict:
+    """Mean weighted losses over ``split`` (this worker's shard when training), plus throughput figures."""
+    training = split == "train"
+    model.train(training)
+    sums, count, waited, started = {}, 0, 0.0, time.perf_counter()
+    batches = ray.train.get_dataset_shard(split).iter_torch_batches(
+        batch_size=config.batch_size, device=device, local_shuffle_buffer_size=256 if training else None,
+        local_shuffle_seed=config.seed if training else None)  # fmt: skip
+    for wait_s, batch in checkpoints.timed(batches):
+        waited += wait_s
+        features, faces, landmarks = _inputs(batch, generator if training else None, config.flip)
+        with torch.set_grad_enabled(training):
+            with fast.autocast():
+                decoded = (model if training else plain)(features)
+            parts = decoder_losses(plain, decoded, faces, landmarks, config.loss_weights(), embed, features)
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + value.detach().double() * len(faces)
+        count += len(faces)
+    names = sorted(sums) or ["total"]
+    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64)
+    if training and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    row = {f"{split}_{n}": float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
+    if training:
+        seconds = time.perf_counter() - started
+        row.update(samples_per_s=round(totals[0].item() / seconds, 2), data_wait_frac=round(waited / seconds, 4))
+    return row
+
+
+@torch.no_grad()
+def _samples_png(plain, device, title: str) -> bytes:
+    """The first val faces next to what the decoder draws from their features."""
+    batch = next(iter(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=SAMPLE_FACES, device=device)))
+    plain.eval()
+    drawn = to_crops(plain(batch["face_feature"].float()).image)
+    true = to_crops(batch["face"].permute(0, 3, 1, 2).float() / 255)
+    return plots.image_columns_png([("true face", true), ("decoded from its feature", drawn)], title=title)
+
+
+def _write_outputs(run_uri, history, plain, config, loop_config, device) -> None:
+    storage.write_bytes(storage.join(run_uri, "metrics.csv"), outputs.metrics_csv(history))
+    storage.write_bytes(storage.join(run_uri, "curves.png"), plots.decoder_curves_png(history, title=config.name))
+    outputs.log_tensorboard(run_uri, history)
+    storage.write_bytes(storage.join(run_uri, "samples.png"),
+                        _samples_png(plain, device, f"{config.name}, epoch {history[-1]['epoch']} (val)"))  # fmt: skip
+    best = min(history, key=lambda row: (row["val_total"], row["epoch"]))
+    if best is history[-1]:
+        info = {"epoch": best["epoch"], "embedder": loop_config["embedder"], "run": config.name,
+                "val": {k: v for k, v in best.items() if k.startswith("val_")}}  # fmt: skip
+        save_decoder(plain, storage.join(run_uri, "decoder.safetensors"), info)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    return (f"[train_decoder] epoch {row['epoch']}/{epochs}  train {row['train_total']:.4f}  "
+            f"val {row['val_total']:.4f} (texture {row['val_texture']:.4f}, image {row['val_image']:.4f}, "
+            f"landmarks {row['val_landmarks']:.5f})  {row['epoch_s']:.1f} s ({row['samples_per_s']:.1f} "
+            f"faces/s, data wait {100 * row['data_wait_frac']:.0f} %)")  # fmt: skip
+
+
+def train_decoder_loop_per_worker(loop_config: dict) -> None:
+    config = DecoderConfig(**loop_config["config"])
+    run_uri = loop_config["run_uri"]
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    torch.manual_seed(config.seed)
+    fast = choose_fast_path(device, config.amp)
+    plain = FaceDecoder(loop_config["in_dim"], config.preset, loop_config["mean_shape_px"]).to(device)
+    model = ray.train.torch.prepare_model(plain)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **fast_adam_kwargs(device))
+    scaler = torch.amp.GradScaler(device.type, enabled=fast.amp_dtype == torch.float16)
+    embed = _feature_embedder(loop_config.get("feature_loss"), device)
+    stateful = {"model": plain, "optimizer": optimizer, "scaler": scaler}
+    state = checkpoints.restore(stateful)
+    if rank == 0 and state["epoch"]:
+        log(f"[train_decoder] resuming {run_uri} after epoch {state['epoch']}")
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        started = time.time()
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + rank)
+        row = {"epoch": epoch, **_epoch(model, plain, optimizer, scaler, fast, config, embed, device, generator,
+                                        "train")}  # fmt: skip
+        if rank == 0:
+            row.update(_epoch(model, plain, optimizer, scaler, fast, config, embed, device, None, "val"))
+        row.update(epoch_s=round(time.time() - started, 2), finished_at=round(time.time(), 3))
+        state["epoch"] = epoch
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                state["history"].append(row)
+                _write_outputs(run_uri, state["history"], plain, config, loop_config, device)
+                checkpoints.save(directory, stateful, state, config.to_json())
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+                log(epoch_line(row, config.epochs))
+            ray.train.report(row, checkpoint=checkpoint)
