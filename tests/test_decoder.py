@@ -31,7 +31,8 @@ def faces():
     return crops, crop_landmarks(crops), DlibFace().embed(crops)
 
 
-@pytest.mark.parametrize(("preset", "in_dim"), [("tiny", 128), ("paper", 4096)])
+@pytest.mark.parametrize("in_dim", [128, 4096])
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
 def test_every_output_has_its_shape_and_the_first_layer_is_f_dec(preset, in_dim):
     torch.manual_seed(0)
     decoder = FaceDecoder(in_dim, preset)
@@ -78,20 +79,21 @@ def test_the_feature_loss_needs_a_differentiable_embedder(faces):
 
 
 def test_the_tiny_decoder_learns_faces_dlib_recognises(faces):
-    """150 Adam steps on 8 faces: the loss falls and dlib knows each decoded face as its input's."""
+    """150 Adam steps on 8 faces: all three losses fall and dlib knows each decoded face as its input's."""
     crops, landmarks, features = faces
     torch.manual_seed(0)
     decoder = FaceDecoder(128, "tiny", mean_shape(landmarks))
     inputs, targets, units = torch.from_numpy(features), crops_to_tensor(crops, 64), unit_landmarks(landmarks)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3)
-    totals = []
+    history = []
     for _ in range(150):
         parts = decoder_losses(decoder, decoder(inputs), targets, units)
         optimizer.zero_grad()
         parts["total"].backward()
         optimizer.step()
-        totals.append(parts["total"].item())
-    assert totals[-1] < 0.35 * totals[0], totals[::30]  # measured: 0.48 -> 0.07
+        history.append({name: value.item() for name, value in parts.items()})
+    for name in ("texture", "landmarks", "image", "total"):  # measured: total 0.48 -> 0.07
+        assert history[-1][name] < 0.35 * history[0][name], (name, history[0], history[-1])
     with torch.no_grad():
         decoded = to_crops(decoder(inputs).image)
     distances = np.linalg.norm(DlibFace().embed(decoded)[:, None] - features[None], axis=-1)

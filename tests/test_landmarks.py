@@ -27,6 +27,19 @@ def test_landmarks_sit_where_faces_have_them(crops):
     assert (np.abs(points[:, 30, 0] - 111.5) < 30).all()  # the nose tip near the crop's centre line
 
 
+def test_landmarks_on_a_photograph():
+    """scikit-image's astronaut (Eileen Collins, 512x512 colour): a real photo, not an LFW crop."""
+    from skimage.data import astronaut
+
+    image = astronaut()
+    box = min(detect_faces(image), key=lambda found: found.top)  # her face; HOG also fires lower in the picture
+    crop = crop_face(image, box)
+    (points,) = crop_landmarks(crop[None])
+    assert points[36:42, 0].mean() < points[30, 0] < points[42:48, 0].mean()  # nose between the eyes
+    assert points[36:48, 1].mean() < points[30, 1] < points[48:68, 1].mean()  # and between eyes and mouth
+    assert (points > 0).all() and (points < 224).all()
+
+
 def test_the_mirror_renumbers_points_as_dlib_sees_the_flipped_face(crops):
     points = crop_landmarks(crops)
     flipped_images, flipped_points = mirror(crops, points)

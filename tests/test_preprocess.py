@@ -35,13 +35,16 @@ def read_all(uri: str) -> list[dict]:
     return rows
 
 
+TENSOR_COLUMNS = ("waveform", "spectrogram", "face_feature", "face_landmarks")
+
+
 def read_clips(out: str) -> dict[str, dict]:
     """clip_id -> row, with tensors as numpy arrays."""
     clips = {}
     for file_uri in storage.list_files(storage.join(out, "clips"), suffix=".parquet"):
         table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
-        tensors = {name: table.column(name).combine_chunks().to_numpy_ndarray()
-                   for name in ("waveform", "spectrogram", "face_feature", "face_landmarks") if name in table.column_names}  # fmt: skip
+        tensors = {name: table.column(name).combine_chunks().to_numpy_ndarray() for name in TENSOR_COLUMNS
+                   if name in table.column_names}  # fmt: skip
         for i, row in enumerate(table.drop_columns(list(tensors)).to_pylist()):
             assert row["clip_id"] not in clips, f"duplicate clip {row['clip_id']}"
             clips[row["clip_id"]] = row | {name: values[i] for name, values in tensors.items()}

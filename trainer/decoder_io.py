@@ -11,12 +11,13 @@ import json
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from speech2face import storage
 from speech2face.decoder import FaceDecoder, to_crops
 from speech2face.faces import CROP_SIZE
+from trainer.inference import InputError
 
 METADATA_KEY = "speech2face_decoder"
 
@@ -35,22 +36,26 @@ def read_decoder(uri: str, device: str | torch.device = "cpu") -> tuple[FaceDeco
     if not storage.exists(uri):
         raise FileNotFoundError(f"no face decoder at {uri}: pass a run's <storage>/<name>/decoder.safetensors "
                                 "(python -m trainer.train_decoder writes it)")  # fmt: skip
-    with storage.local_copy(uri) as path, safe_open(path, framework="pt") as file:
-        header = file.metadata() or {}
-        if METADATA_KEY not in header:
-            raise ValueError(f"{uri} has no '{METADATA_KEY}' metadata: it was not written by trainer.train_decoder")
-        metadata = json.loads(header[METADATA_KEY])
-        state = {name: file.get_tensor(name) for name in file.keys()}
+    not_one = f"{uri} is not a face decoder written by trainer.train_decoder"
+    try:
+        with storage.local_copy(uri) as path, safe_open(path, framework="pt") as file:
+            header = file.metadata() or {}
+            if METADATA_KEY not in header:
+                raise InputError(f"{not_one}: its safetensors header has no '{METADATA_KEY}' metadata")
+            metadata = json.loads(header[METADATA_KEY])
+            state = {name: file.get_tensor(name) for name in file.keys()}
+    except SafetensorError as error:  # a text file, a truncated download, ...
+        raise InputError(f"{not_one}: {error}") from None
     decoder = FaceDecoder(metadata["in_dim"], metadata["preset"], np.asarray(metadata["mean_shape_px"], np.float32))
     decoder.load_state_dict(state)
     return decoder.to(device).eval(), metadata
 
 
 def check_embedder(metadata: dict, embedder: dict, what: str) -> None:
-    """ValueError unless ``embedder`` (a manifest's or a model's) is the one the decoder was trained on."""
+    """InputError unless ``embedder`` (a manifest's or a model's) is the one the decoder was trained on."""
     mine = metadata["embedder"]
     if (mine["name"], mine["weights_sha256"]) != (embedder["name"], embedder["weights_sha256"]):
-        raise ValueError(
+        raise InputError(
             f"the face decoder decodes {mine['name']} features (weights {mine['weights_sha256'][:12]}), but {what} "
             f"uses {embedder['name']} ({embedder['weights_sha256'][:12]}); train a decoder on data from the same "
             "embedder: python -m trainer.train_decoder --data <that data>"

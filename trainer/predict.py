@@ -81,10 +81,7 @@ def predict(args) -> dict:
     decoder = None
     if args.decoder:
         decoder, decoder_meta = read_decoder(args.decoder)
-        try:
-            check_embedder(decoder_meta, meta["embedder"], "the voice model")
-        except ValueError as error:
-            raise InputError(str(error)) from None
+        check_embedder(decoder_meta, meta["embedder"], "the voice model")
     wave = load_audio(args.audio, args.start)
     feature = predict_features(model, wave[None])[0]
     storage.makedirs(args.out)

@@ -1,0 +1,130 @@
+"""trainer.train_decoder, trainer.evaluate_decoder and trainer.predict --decoder on the session's real data.
+
+``small_dataset`` (conftest.py) went through the real pipeline, so its clips carry dlib's
+face_landmarks; a copy without the column stands in for data preprocessed before it existed.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from speech2face import storage
+from tests.cli import run
+from trainer.decoder_io import read_decoder, save_decoder
+
+DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
+SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"
+
+
+def one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def decoder_runs(small_dataset, ray_address, tmp_path_factory):
+    """One epoch, then the same command with --epochs 2: a resumed run."""
+    storage_dir = tmp_path_factory.mktemp("decoder_runs")
+    command = ["--data", str(small_dataset), "--storage", str(storage_dir), "--name", "dec", *DECODER_RUN]
+    first = run("trainer.train_decoder", *command, "--epochs", "1", ray_address=ray_address)
+    second = run("trainer.train_decoder", *command, "--epochs", "2", ray_address=ray_address)
+    return {"first": first, "second": second, "dir": storage_dir / "dec"}
+
+
+def test_a_run_writes_its_files_and_resumes(decoder_runs, small_dataset):
+    first, second, run_dir = decoder_runs["first"], decoder_runs["second"], decoder_runs["dir"]
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming" in second.stdout + second.stderr and "epoch 2/2" in second.stdout + second.stderr
+    metrics = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 3  # header, epoch 1 (restored from the checkpoint), epoch 2
+    for column in ("train_texture", "train_landmarks", "train_image", "val_total", "samples_per_s", "data_wait_frac"):
+        assert column in metrics[0].split(","), metrics[0]
+    for name in ("curves.png", "samples.png", "decoder.json", "config.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert list((run_dir / "tensorboard").iterdir())
+    decoder, meta = read_decoder(str(run_dir / "decoder.safetensors"))
+    manifest = json.loads((small_dataset / "manifest.json").read_text())
+    assert meta["embedder"]["weights_sha256"] == manifest["embedder"]["weights_sha256"]
+    assert (meta["preset"], meta["in_dim"], meta["resolution"]) == ("tiny", 128, 64)
+    assert decoder.mean_shape.shape == (68, 2)
+
+
+def test_data_without_landmarks_gets_them_from_dlib(small_dataset, ray_address, tmp_path):
+    old = tmp_path / "old_data"
+    shutil.copytree(small_dataset, old)
+    for file in (old / "clips").glob("*.parquet"):
+        file.chmod(0o644)
+        pq.write_table(pq.read_table(file).drop_columns(["face_landmarks"]), file)
+    result = run("trainer.train_decoder", "--data", str(old), "--storage", str(tmp_path / "runs"), "--name", "old",
+                 "--epochs", "1", *DECODER_RUN, ray_address=ray_address)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "computing them with dlib once" in result.stdout
+    assert (tmp_path / "runs" / "old" / "decoder.safetensors").is_file()
+
+
+def test_setups_that_cannot_work_fail_before_ray(small_dataset, tmp_path):
+    no_train = tmp_path / "no_train"
+    no_train.mkdir()
+    manifest = json.loads((small_dataset / "manifest.json").read_text())
+    manifest["counts"]["per_split"] = {"test": 4}
+    (no_train / "manifest.json").write_text(json.dumps(manifest))
+    common = ["--storage", str(tmp_path / "runs"), "--name", "x"]
+    one_line_error(run("trainer.train_decoder", "--data", str(no_train), *common, timeout=60), "no 'train' clips")
+    one_line_error(run("trainer.train_decoder", "--data", str(small_dataset), *common, "--loss-feature", "1",
+                       timeout=60), "no gradients")  # fmt: skip
+    flags = run("trainer.train_decoder", "--data", str(small_dataset), *common, "--flip", "2", timeout=60)
+    assert flags.returncode == 2 and "--flip must be in [0, 1]" in flags.stderr
+
+
+def test_evaluation_decodes_faces_and_voices_next_to_the_baselines(decoder_runs, small_dataset, tiny_model, tmp_path):
+    decoder = decoder_runs["dir"] / "decoder.safetensors"
+    result = run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(decoder),
+                 "--model", str(tiny_model), "--out", str(tmp_path), timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "decoder_eval.json").read_text())
+    names = [row["name"].strip() for row in report["rows"]]
+    assert names == ["face -> decoded face", "nearest training face to the face", "voice -> decoded face",
+                     "nearest training face to the voice", "mean training face"]  # fmt: skip
+    assert report["queries"] == 4 and report["gallery_size"] == 2  # the two test speakers' videos
+    for row in report["rows"]:
+        assert [r["k"] for r in row["recall"]] == [1, 5, 10, 25] and row["recall"][0]["chance"] == 0.5
+    for figures in report["drawings"].values():
+        assert figures["landmark_error_px"] > 0 and 0 <= figures["hog_face_fraction"] <= 1
+    assert Image.open(tmp_path / "decoder_eval.png").size[0] > 300  # three columns of faces
+    assert "mean training face" in result.stdout
+
+
+def test_predict_draws_the_face_of_a_voice(decoder_runs, tiny_model, tmp_path):
+    decoder = decoder_runs["dir"] / "decoder.safetensors"
+    result = run("trainer.predict", "--model", str(tiny_model), "--audio", SPEECH, "--decoder", str(decoder),
+                 "--out", str(tmp_path), timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    face = Image.open(tmp_path / "sense_and_sensibility_01_austen_64kb-0870_face.png")
+    assert face.size == (224, 224) and np.asarray(face).std() > 0
+
+
+def test_a_decoder_of_other_features_or_no_decoder_at_all_is_refused(decoder_runs, small_dataset, tiny_model,
+                                                                     tmp_path):  # fmt: skip
+    decoder, meta = read_decoder(str(decoder_runs["dir"] / "decoder.safetensors"))
+    other = tmp_path / "vggface_decoder.safetensors"
+    save_decoder(decoder, str(other), {"embedder": {"name": "vggface", "dim": 128, "weights_sha256": "random"}})
+    one_line_error(run("trainer.predict", "--model", str(tiny_model), "--audio", SPEECH, "--decoder", str(other),
+                       "--out", str(tmp_path), timeout=120), "decodes vggface features", "uses dlib")  # fmt: skip
+    one_line_error(run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(other),
+                       timeout=120), "vggface")  # fmt: skip
+    text = tmp_path / "notes.safetensors"
+    text.write_text("not a decoder\n")
+    whole = (decoder_runs["dir"] / "decoder.safetensors").read_bytes()
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(whole[: len(whole) * 9 // 10])
+    for bad in (text, truncated):
+        one_line_error(run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(bad),
+                           timeout=120), "is not a face decoder")  # fmt: skip
+    assert storage.exists(str(decoder_runs["dir"] / "decoder.json"))
