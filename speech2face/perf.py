@@ -118,3 +118,23 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     scaler.step(optimizer)
     scaler.update()
     return losses
+
+
+def decoder_train_step(model: nn.Module, decoder, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                       choice: FastPathChoice, features: torch.Tensor, faces: torch.Tensor, landmarks: torch.Tensor,
+                       weights, embed=None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One optimizer step of the face decoder, exactly as ``trainer.train_decoder`` runs it; returns the losses.
+
+    ``model`` is what the step calls (DDP's wrapper in training), ``decoder`` the FaceDecoder inside it;
+    the warp's spline runs in fp32 even under autocast (speech2face.warp).
+    """
+    from speech2face.decoder import decoder_losses
+
+    with choice.autocast():
+        decoded = model(features)
+    losses = decoder_losses(decoder, decoded, faces, landmarks, weights, embed, features)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["total"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return losses

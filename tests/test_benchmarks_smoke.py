@@ -70,3 +70,14 @@ def test_the_one_command_device_benchmark_runs_on_cpu(tmp_path, ray_address):
     assert epoch["samples_per_s"] > 0 and 0 <= epoch["data_wait_frac"] < 1
     table = (tmp_path / "device.md").read_text()
     assert "| `trainer.train` 1 epoch (40 clips) |" in table and "| spectrogram |" in table
+
+
+def test_the_decoder_step_benchmark_runs_the_trainers_step(tmp_path):
+    from benchmarks import decoder_step
+
+    out = tmp_path / "decoder.json"
+    report = decoder_step.main(["--presets", "tiny", "--batch-sizes", "2", "--steps", "1", "--warmup", "0",
+                                "--json", str(out)])  # fmt: skip
+    assert [(row["preset"], row["flow_size"]) for row in report["results"]] == [("tiny", 32), ("tiny", None)]
+    assert all(row["samples_per_s"] > 0 for row in report["results"])
+    assert json.loads(out.read_text())["results"] == report["results"]

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from speech2face import storage
 from speech2face.decoder import FaceDecoder, decoder_losses, mirror_faces, to_crops, unit_landmarks
-from speech2face.perf import choose_fast_path, fast_adam_kwargs
+from speech2face.perf import choose_fast_path, decoder_train_step, fast_adam_kwargs
 from trainer import checkpoints, outputs, plots
 from trainer.decoder_config import DecoderConfig
 from trainer.decoder_io import save_decoder
@@ -64,15 +64,13 @@ def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generat
     for wait_s, batch in checkpoints.timed(batches):
         waited += wait_s
         features, faces, landmarks = _inputs(batch, generator if training else None, config.flip)
-        with torch.set_grad_enabled(training):
-            with fast.autocast():
-                decoded = (model if training else plain)(features)
-            parts = decoder_losses(plain, decoded, faces, landmarks, config.loss_weights(), embed, features)
         if training:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            parts = decoder_train_step(model, plain, optimizer, scaler, fast, features, faces, landmarks,
+                                       config.loss_weights(), embed)  # fmt: skip
+        else:
+            with torch.no_grad(), fast.autocast():
+                decoded = plain(features)
+            parts = decoder_losses(plain, decoded, faces, landmarks, config.loss_weights(), embed, features)
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value.detach().double() * len(faces)
         count += len(faces)
