@@ -1,4 +1,5 @@
-"""Speech2Face training losses (Oh et al., CVPR 2019, eq. 1-5): L1, normalised L2, distillation.
+"""Speech2Face training losses (Oh et al., CVPR 2019, eq. 1-5): L1, normalised L2, distillation, and the
+face-decoder loss (L1 between the frozen face decoder's first layer of v_f and of v_s).
 
 ``pred`` is the voice encoder's output v_s and ``target`` the face feature v_f, both (batch, dim).
 Every loss is a per-sample sum over the feature (as in the paper's formulas), then a mean over the
@@ -31,12 +32,14 @@ class LossWeights:
     l2norm: float = 1.0
     distill: float = 0.0
     temperature: float = 2.0
+    decoder: float = 0.0  # the paper's L1 on f_dec, the face decoder's first layer
 
     def __post_init__(self):
-        if min(self.l1, self.l2norm, self.distill) < 0:
+        if min(self.l1, self.l2norm, self.distill, self.decoder) < 0:
             raise ValueError(f"loss weights must be >= 0, got {self}")
-        if self.l1 == self.l2norm == self.distill == 0:
-            raise ValueError("all loss weights are 0, so nothing would be trained; set l1, l2norm or distill > 0")
+        if self.l1 == self.l2norm == self.distill == self.decoder == 0:
+            raise ValueError("all loss weights are 0, so nothing would be trained; set l1, l2norm, distill or "
+                             "decoder > 0")  # fmt: skip
         if self.temperature <= 0:
             raise ValueError(f"the distillation temperature must be > 0, got {self.temperature}")
 
@@ -82,13 +85,17 @@ def total_loss(
     target: torch.Tensor,
     weights: LossWeights,
     classifier: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    decoder_first: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The weighted total and each term, as scalar tensors: keys 'total', 'l1', 'l2norm' and, when a
-    classifier is given, 'distill'.
+    classifier is given, 'distill'; when ``decoder_first`` is given, 'decoder'.
 
-    ``classifier(feature)`` must return the VGG-Face logits ``fc8(relu(feature))``. Terms with weight 0
-    are still reported (for monitoring) but computed without gradient and left out of 'total'.
+    ``classifier(feature)`` must return the VGG-Face logits ``fc8(relu(feature))``; ``decoder_first``
+    is a frozen face decoder's first layer (``FaceDecoder.first``). Terms with weight 0 are still
+    reported (for monitoring) but computed without gradient and left out of 'total'.
     """
+    if weights.decoder > 0 and decoder_first is None:
+        raise ValueError("the face-decoder loss needs decoder_first=<a trained FaceDecoder's first layer>")
     if weights.distill > 0 and classifier is None:
         raise ValueError(
             "distillation needs the VGG-Face classifier (fc8); the dlib embedder has none: "
@@ -106,6 +113,14 @@ def total_loss(
             return distill_loss(teacher_logits, classifier(pred), weights.temperature)
 
         terms["distill"] = distill
+    if decoder_first is not None:
+
+        def decoder() -> torch.Tensor:
+            with torch.no_grad():
+                target_first = decoder_first(target.float())
+            return l1_loss(decoder_first(pred.float()), target_first)
+
+        terms["decoder"] = decoder
 
     losses: dict[str, torch.Tensor] = {}
     total = pred.new_zeros((), dtype=torch.float32)

@@ -104,7 +104,7 @@ def fast_adam_kwargs(device: torch.device | str) -> dict:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                choice: FastPathChoice, spectrogram: torch.Tensor, face: torch.Tensor, weights: LossWeights,
-               classifier=None) -> dict[str, torch.Tensor]:  # fmt: skip
+               classifier=None, decoder_first=None) -> dict[str, torch.Tensor]:  # fmt: skip
     """One optimizer step of the voice encoder, exactly as ``trainer.train`` runs it; returns the losses.
 
     The forward pass runs under the fast path's autocast; the loss is computed in fp32 (the feature's
@@ -112,7 +112,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch
     """
     with choice.autocast():
         prediction = model(spectrogram)
-    losses = total_loss(prediction.float(), face.float(), weights, classifier)
+    losses = total_loss(prediction.float(), face.float(), weights, classifier, decoder_first)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["total"]).backward()
     scaler.step(optimizer)

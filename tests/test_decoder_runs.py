@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from speech2face import storage
-from tests.cli import run
+from tests.cli import TINY_RUN, read_metrics, run
 from trainer.decoder_io import read_decoder, save_decoder
 
 DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
@@ -128,3 +128,15 @@ def test_a_decoder_of_other_features_or_no_decoder_at_all_is_refused(decoder_run
         one_line_error(run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(bad),
                            timeout=120), "is not a face decoder")  # fmt: skip
     assert storage.exists(str(decoder_runs["dir"] / "decoder.json"))
+
+
+def test_the_encoder_trains_with_the_face_decoder_loss(decoder_runs, small_dataset, ray_address, tmp_path):
+    decoder = str(decoder_runs["dir"] / "decoder.safetensors")
+    common = ["--data", str(small_dataset), "--storage", str(tmp_path), *TINY_RUN]
+    refused = run("trainer.train", *common, "--name", "x", "--loss-decoder", "1", timeout=60)
+    assert refused.returncode == 2 and "--loss-decoder needs --decoder" in refused.stderr
+    result = run("trainer.train", *common, "--name", "dec-loss", "--epochs", "1", "--loss-decoder", "1",
+                 "--decoder", decoder, ray_address=ray_address)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = read_metrics(tmp_path / "dec-loss")
+    assert row["train_decoder"] > 0 and row["val_decoder"] > 0

@@ -38,6 +38,8 @@ class TrainConfig:
     loss_l1: float = 0.0
     loss_distill: float = 0.0
     temperature: float = 2.0
+    loss_decoder: float = 0.0
+    decoder: str | None = None  # decoder.safetensors whose first layer the face-decoder loss uses
     amp: str = "auto"
     seed: int = 0
     vggface_weights: str | None = None
@@ -61,10 +63,12 @@ class TrainConfig:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 < self.lr_decay <= 1:
             problems.append(f"need --lr > 0 and 0 < --lr-decay <= 1, got {self.lr} and {self.lr_decay}")
-        if min(self.loss_l1, self.loss_l2norm, self.loss_distill) < 0:
+        if min(self.loss_l1, self.loss_l2norm, self.loss_distill, self.loss_decoder) < 0:
             problems.append("loss weights must be >= 0")
-        if self.loss_l1 == self.loss_l2norm == self.loss_distill == 0:
-            problems.append("all loss weights are 0: set --loss-l2norm, --loss-l1 or --loss-distill > 0")
+        if self.loss_l1 == self.loss_l2norm == self.loss_distill == self.loss_decoder == 0:
+            problems.append("all loss weights are 0: set --loss-l2norm, --loss-l1, --loss-distill or --loss-decoder")
+        if self.loss_decoder > 0 and not self.decoder:
+            problems.append("--loss-decoder needs --decoder: a trainer.train_decoder run's decoder.safetensors")
         if self.amp == "fp16" and not self.use_gpu:
             problems.append("--amp fp16 needs --use-gpu (CPU autocast supports bf16 only); use --amp bf16 or off")
         if self.max_failures < 0:
@@ -115,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the VGG-Face fc8 distillation loss (vggface data only)",
     )
     p.add_argument("--temperature", type=float, default=d.temperature, help="distillation temperature T")
+    p.add_argument(
+        "--loss-decoder",
+        type=float,
+        default=d.loss_decoder,
+        help="weight of the paper's face-decoder loss: L1 between --decoder's frozen first layer of the "
+        "face feature and of the prediction",
+    )
+    p.add_argument(
+        "--decoder",
+        help="decoder.safetensors (trainer.train_decoder) for --loss-decoder, trained on "
+        "features of the same embedder as --data",
+    )
     p.add_argument(
         "--amp",
         choices=AMP_MODES,

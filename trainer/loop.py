@@ -66,6 +66,15 @@ def _maybe_inject_fault(config: TrainConfig, run_uri: str, global_step: int) -> 
     os._exit(1)
 
 
+def _decoder_first(uri: str | None, device: torch.device):
+    """The frozen first layer (f_dec) of a trained face decoder, for --loss-decoder; or None."""
+    if uri is None:
+        return None
+    from trainer.decoder_io import read_decoder
+
+    return read_decoder(uri, device)[0].first.requires_grad_(False)
+
+
 def fast_path_record(choice: FastPathChoice) -> dict:
     """What the fast path picked on a worker, as config.json records it."""
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[choice.amp_dtype]
@@ -73,7 +82,7 @@ def fast_path_record(choice: FastPathChoice) -> dict:
             "fused_adam": fast_adam_kwargs(choice.device)["fused"], "reason": choice.reason}  # fmt: skip
 
 
-def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, classifier, device, epoch, step,
+def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, frozen, device, epoch, step,
                  run_uri):  # fmt: skip
     """One pass over this worker's shard; returns the mean losses, the step, and throughput figures."""
     shard = ray.train.get_dataset_shard("train")
@@ -90,7 +99,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, cla
         waited += wait_s
         _maybe_inject_fault(config, run_uri, step)
         spectrogram = audio.model_input(batch["waveform"], config.crop_frames, generator)
-        losses = train_step(model, optimizer, scaler, fast, spectrogram, batch["face_feature"], weights, classifier)
+        losses = train_step(model, optimizer, scaler, fast, spectrogram, batch["face_feature"], weights, **frozen)
         scheduler.step()  # per step: the paper decays the lr every 10k steps
         step += 1
         rows = len(spectrogram)
@@ -109,7 +118,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, cla
 
 
 @torch.no_grad()
-def _validate(config, model, fast, weights, classifier, device) -> dict:
+def _validate(config, model, fast, weights, frozen, device) -> dict:
     model.eval()
     predictions, faces, ytid_keys, clip_keys = [], [], [], []
     batches = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=config.batch_size, device=device)
@@ -121,7 +130,7 @@ def _validate(config, model, fast, weights, classifier, device) -> dict:
         clip_keys.append(batch["clip_key"].cpu())
     model.train()
     prediction, face = torch.cat(predictions), torch.cat(faces)
-    losses = total_loss(prediction, face, weights, classifier)
+    losses = total_loss(prediction, face, weights, **frozen)
     group = ytid_keys if config.gallery_by == "ytid" else clip_keys
     ranks, gallery_size = retrieval_ranks(prediction.cpu(), face.cpu(), torch.cat(group).numpy(),
                                           torch.cat(clip_keys).numpy(), config.gallery_by)  # fmt: skip
@@ -157,7 +166,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam")
     classifier = _classifier(loop_config.get("distill"), device)
     distill = config.loss_distill if classifier else 0.0
-    weights = LossWeights(l1=config.loss_l1, l2norm=config.loss_l2norm, distill=distill, temperature=config.temperature)
+    # the frozen networks some losses go through: VGG-Face's fc8 (distillation), the face decoder's f_dec
+    frozen = {"classifier": classifier, "decoder_first": _decoder_first(loop_config.get("decoder"), device)}
+    weights = LossWeights(l1=config.loss_l1, l2norm=config.loss_l2norm, distill=distill, temperature=config.temperature,
+                          decoder=config.loss_decoder)  # fmt: skip
 
     stateful = {"model": plain_model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     state = checkpoints.restore(stateful)
@@ -166,13 +178,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
         train_means, state["global_step"], speed = _train_epoch(config, model, optimizer, scheduler, scaler, fast,
-                                                                weights, classifier, device, epoch,
+                                                                weights, frozen, device, epoch,
                                                                 state["global_step"], run_uri)  # fmt: skip
         row = {"epoch": epoch, "train_loss": train_means.pop("total")}
         row.update({f"train_{name}": value for name, value in train_means.items()})
         row.update(speed)
         if rank == 0:  # the plain module: DDP's forward would sync buffers with workers not validating
-            row.update(_validate(config, plain_model, fast, weights, classifier, device))
+            row.update(_validate(config, plain_model, fast, weights, frozen, device))
         row.update(step=state["global_step"], lr=scheduler.get_last_lr()[0],
                    epoch_s=round(time.time() - started, 2), finished_at=round(time.time(), 3))  # fmt: skip
         state["epoch"] = epoch

@@ -73,7 +73,22 @@ def loop_config_for(config: TrainConfig) -> dict:
         "out_dim": int(embedder["dim"]),
         "embedder": {k: embedder.get(k) for k in ("name", "dim", "weights_sha256")},
         "distill": distillation_spec(config, embedder),
+        "decoder": decoder_spec(config, embedder),
     }
+
+
+def decoder_spec(config: TrainConfig, embedder: dict) -> str | None:
+    """The --decoder the workers load for --loss-decoder, after checking it decodes the data's features."""
+    if config.loss_decoder == 0:
+        return None
+    from trainer.decoder_io import check_embedder, read_decoder
+    from trainer.inference import InputError
+
+    try:
+        check_embedder(read_decoder(config.decoder)[1], embedder, f"--data {config.data}")
+    except InputError as error:
+        raise TrainSetupError(str(error)) from None
+    return config.decoder
 
 
 def data_config():

@@ -79,6 +79,8 @@ def best_config(best: dict, args) -> dict:
         command.append("--use-gpu")
     if args.vggface_weights and params.get("loss_distill"):
         command += ["--vggface-weights", args.vggface_weights]
+    if getattr(args, "decoder", None) and params.get("loss_decoder"):
+        command += ["--decoder", args.decoder]
     return {"metric": args.metric, "mode": args.mode, "value": best[f"{args.metric}_best"],
             "trial_id": best["trial_id"], "params": params, "train_args": command[3:],
             "command": shlex.join(command)}  # fmt: skip

@@ -1,4 +1,5 @@
-"""The sweep's search space: loss weights, distillation temperature and learning rate."""
+"""The sweep's search space: loss weights (the face-decoder loss's too, given a decoder), distillation
+temperature and learning rate."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 # Parameter -> the trainer.train flag it sets.
 FLAGS = {"loss_l2norm": "--loss-l2norm", "loss_distill": "--loss-distill", "loss_l1": "--loss-l1",
-         "temperature": "--temperature", "lr": "--lr"}  # fmt: skip
+         "loss_decoder": "--loss-decoder", "temperature": "--temperature", "lr": "--lr"}  # fmt: skip
 LOG_SCALE = {"loss_l2norm", "loss_distill", "lr"}
 
 
@@ -21,6 +22,7 @@ class SearchSpace:
     temperature_range: tuple[float, float] = (1.0, 5.0)
     lr_range: tuple[float, float] = (1e-4, 3e-3)
     distill: bool = True  # False when the data's embedder has no classifier (dlib)
+    decoder_choices: tuple[float, ...] = ()  # face-decoder loss weights to choose from (with --decoder)
 
     def validate(self) -> None:
         for name in ("l2norm_range", "distill_range", "temperature_range", "lr_range"):
@@ -29,6 +31,8 @@ class SearchSpace:
                 raise ValueError(f"--{name.replace('_', '-')} needs 0 < LOW <= HIGH, got {low} {high}")
         if not self.l1_choices or min(self.l1_choices) < 0:
             raise ValueError(f"--l1-choices needs weights >= 0, got {self.l1_choices}")
+        if self.decoder_choices and min(self.decoder_choices) < 0:
+            raise ValueError(f"--loss-decoder-choices needs weights >= 0, got {self.decoder_choices}")
 
     def param_space(self) -> dict:
         """Ray Tune's param_space (ray.tune imported here so the rest stays importable without Ray)."""
@@ -45,6 +49,8 @@ class SearchSpace:
             space["temperature"] = tune.uniform(*self.temperature_range)
         else:  # no classifier: distillation off, so T would be a parameter that changes nothing
             space["loss_distill"] = 0.0
+        if self.decoder_choices:
+            space["loss_decoder"] = tune.choice(list(self.decoder_choices))
         return space
 
 

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.temperature_range
     )
     p.add_argument("--lr-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.lr_range)
+    p.add_argument("--decoder", help="a trainer.train_decoder run's decoder.safetensors: sweep the face-decoder loss")
+    p.add_argument(
+        "--loss-decoder-choices",
+        type=lambda s: tuple(float(v) for v in s.split(",")),
+        default=(0.0, 1.0),
+        help="with --decoder: comma-separated face-decoder loss weights to choose from",
+    )
     p.add_argument(
         "--points-to-evaluate",
         type=json.loads,
@@ -158,7 +165,7 @@ def base_train_config(args, distill: bool) -> dict:
         preset=args.preset, num_workers=args.workers_per_trial, use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         vggface_weights=args.vggface_weights if distill else None, max_failures=1, amp=args.amp,
-        crop_frames=args.crop_frames, cache_data=args.cache_data,
+        crop_frames=args.crop_frames, cache_data=args.cache_data, decoder=args.decoder,
     ).to_dict()  # fmt: skip
 
 
@@ -210,13 +217,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     space = SearchSpace(tuple(args.l2norm_range), tuple(args.distill_range), tuple(args.l1_choices),
-                        tuple(args.temperature_range), tuple(args.lr_range), distill=has_classifier)  # fmt: skip
+                        tuple(args.temperature_range), tuple(args.lr_range), distill=has_classifier,
+                        decoder_choices=tuple(args.loss_decoder_choices) if args.decoder else ())  # fmt: skip
     try:
         space.validate()
     except ValueError as error:
         build_parser().error(str(error))
     try:  # the data and flags every trial will get, checked as trainer.train checks them, before Ray starts
-        check = base_train_config(args, space.distill) | {"name": "check", "loss_distill": float(space.distill)}
+        check = base_train_config(args, space.distill) | {
+            "name": "check",
+            "loss_distill": float(space.distill),
+            "loss_decoder": max(space.decoder_choices, default=0.0),
+        }
         loop_config_for(TrainConfig.from_dict(check))
     except (TrainSetupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
