@@ -84,7 +84,7 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file:
         "cpu_s": [dict.fromkeys(("download", "decode", "face", "feature"), 0.0)] * clips,
     }  # fmt: skip
     (out / "clips").mkdir(parents=True)
-    table = pa.table(columns, schema=clip_schema(feature_dim))
+    table = pa.table(columns, schema=clip_schema(feature_dim, store_landmarks=False))
     step = rows_per_file or clips
     for index, start in enumerate(range(0, clips, step)):
         pq.write_table(table.slice(start, step), out / "clips" / f"synthetic-{index:04d}.parquet")

@@ -1,7 +1,7 @@
 """REPORT.md of a demo run: what was processed, how well the model retrieves faces, and how long it took.
 
 Everything is read back from the files the steps wrote (the preprocess manifest, metrics.csv,
-trials.csv, best_config.json, eval.json); the PNGs are copied next to the report so it stands alone.
+trials.csv, best_config.json, eval.json, decoder_eval.json); the PNGs are copied next to the report so it stands alone.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from trainer.evaluate import format_table
+from trainer.evaluate_decoder import format_report
 
 IMAGES = {"curves.png": "runs/demo/curves.png", "sweep.png": "runs/sweep/sweep.png",
-          "retrieval.png": "eval/retrieval.png"}  # fmt: skip
+          "retrieval.png": "eval/retrieval.png", "decoder.png": "decoder_eval/decoder_eval.png"}  # fmt: skip
 PARAM_COLUMNS = ("lr", "loss_l2norm", "loss_l1")
 
 
@@ -66,6 +67,21 @@ def _sweep(out: Path) -> list[str]:
     return lines
 
 
+def _decoder(out: Path, corpus: dict) -> list[str]:
+    with open(out / "runs/decoder/metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    report = json.loads((out / "decoder_eval/decoder_eval.json").read_text())
+    return [f"{len(rows)} epochs on the train split; last val loss {float(rows[-1]['val_total']):.4f}. Each drawing is "
+            "re-embedded with dlib and ranked against one real face per test video, next to two baselines: the "
+            "nearest real training face to the query feature, and the mean training face (one image for every "
+            f"query: chance). The demo's faces are small grey LFW crops, and the decoder learns from "
+            f"{corpus['speakers'] - corpus['test_speakers']} identities, so its drawings are blurry 64x64 grey faces.",
+            "",
+            "```", format_report(report), "```", "",
+            "True face | drawn from the true face's feature | drawn from the voice:", "",
+            "![decoded faces](decoder.png)"]  # fmt: skip
+
+
 def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> Path:
     for name, source in IMAGES.items():
         shutil.copyfile(out / source, out / name)
@@ -88,6 +104,7 @@ def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> 
         "## Retrieval on held-out speakers", "",
         "The trained model's predicted face feature for each test clip, ranked against one face per test video "
         "(cosine). Chance is K / gallery size.", "", "```", table, "```", "", "![retrieval](retrieval.png)", "",
+        "## Face decoder: voices drawn as faces (Ray Train, preset tiny)", "", *_decoder(out, corpus), "",
         "## Time per step (this run; reused work is fast)", "", "| step | seconds |", "|---|---:|",
         *[f"| {t['step']} | {t['seconds']:.1f} |" for t in timings], f"| **total** | **{total_s:.1f}** |", "",
     ]  # fmt: skip

@@ -4,7 +4,8 @@
 
 Steps: generate the demo corpus -> start a local Ray (with its dashboard) and serve the corpus on
 loopback -> pipelines.preprocess (the train and test CSVs) -> trainer.train (preset tiny) -> tuning.sweep
-(a few short trials) -> trainer.evaluate -> <out>/REPORT.md. Each step is the CLI a user submits
+(a few short trials) -> trainer.evaluate -> trainer.train_decoder (preset tiny) -> trainer.evaluate_decoder
+(faces drawn from the held-out speakers' voices) -> <out>/REPORT.md. Each step is the CLI a user submits
 with `ray job submit`, run as a subprocess that joins this Ray through RAY_ADDRESS.
 
 A rerun reuses finished work: the corpus is kept, preprocessing skips clips it already wrote,
@@ -25,11 +26,14 @@ from demo.report import write_report
 from speech2face.synth.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from speech2face.synth.server import serve_directory, url_template
 
-RUN_NAME, SWEEP_NAME = "demo", "sweep"
-# Tiny preset on 2 CPU cores: ~5 s an epoch on the default corpus (20 epochs), with bf16 autocast. The sweep's
-# trials train the same way, with its loss weights and lr.
+RUN_NAME, SWEEP_NAME, DECODER_NAME = "demo", "sweep", "decoder"
+# Tiny preset on 2 CPU cores, 20 epochs on the default corpus. --amp auto: bf16 autocast where the CPU has it
+# natively (AMX / AVX512-BF16: ~5 s an epoch), fp32 where bf16 would be emulated (several times slower).
+# The sweep's trials train the same way, with its loss weights and lr.
 COMMON_FLAGS = ["--preset", "tiny", "--num-workers", "1", "--cpus-per-worker", "2", "--batch-size", "8",
-                "--crop-frames", "300", "--amp", "bf16", "--seed", "0", "--cache-data"]  # fmt: skip
+                "--crop-frames", "300", "--amp", "auto", "--seed", "0", "--cache-data"]  # fmt: skip
+# The tiny face decoder: ~2.5 s an epoch on the demo's 171 training faces with 2 CPU cores.
+DECODER_FLAGS = ["--preset", "tiny", "--cpus-per-worker", "2", "--batch-size", "16", "--seed", "0", "--cache-data"]
 # The demo's val gallery holds under 10 faces, so val R@10 is always 1: the sweep ranks by the unweighted val L2.
 SWEEP_METRIC = ["--metric", "val_l2norm", "--mode", "min"]
 
@@ -46,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="training epochs")
     p.add_argument("--trials", type=int, default=3, help="sweep trials")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per sweep trial at most")
+    p.add_argument("--decoder-epochs", type=int, default=40, help="face decoder training epochs")
     p.add_argument(
         "--num-cpus",
         type=int,
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         build_parser().error(str(error))
     began = time.monotonic()
-    steps = Steps(total=5)
+    steps = Steps(total=7)
     steps.run("generate the demo corpus", lambda: generate_corpus(corpus_dir, corpus_config))
     os.environ["RAY_ADDRESS"] = start_ray(args.num_cpus)
     with serve_directory(corpus_dir) as (_, base_url):
@@ -175,11 +180,23 @@ def main(argv: list[str] | None = None) -> int:
                 "--epochs", str(args.sweep_epochs), "--num-samples", str(args.trials), "--max-concurrent-trials", "1",
                 *COMMON_FLAGS, *SWEEP_METRIC, *resume, log=logs / "sweep.log")  # fmt: skip
 
+    def train_decoder() -> None:
+        if epochs_done(runs / DECODER_NAME) >= args.decoder_epochs:
+            print(f"[demo] {runs / DECODER_NAME} already has {args.decoder_epochs} epochs; not retraining")
+            return
+        run_cli("trainer.train_decoder", "--data", str(data), "--storage", str(runs), "--name", DECODER_NAME,
+                "--epochs", str(args.decoder_epochs), *DECODER_FLAGS, log=logs / "train_decoder.log")  # fmt: skip
+
     steps.run("train the voice encoder (Ray Train)", train)
     steps.run("sweep loss weights and lr (Ray Tune)", sweep)
     steps.run("evaluate on the held-out speakers", lambda: run_cli(
         "trainer.evaluate", "--data", str(data), "--model", str(runs / RUN_NAME / "model.safetensors"),
         "--split", "test", "--out", str(out / "eval"), log=logs / "evaluate.log"))  # fmt: skip
+    steps.run("train the face decoder (Ray Train)", train_decoder)
+    steps.run("draw the held-out speakers' faces", lambda: run_cli(
+        "trainer.evaluate_decoder", "--data", str(data), "--decoder", str(runs / DECODER_NAME / "decoder.safetensors"),
+        "--model", str(runs / RUN_NAME / "model.safetensors"), "--split", "test", "--out", str(out / "decoder_eval"),
+        log=logs / "evaluate_decoder.log"))  # fmt: skip
     total = time.monotonic() - began
     write_report(out, steps.timings, total, vars(args))
     print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")

@@ -1,6 +1,7 @@
-"""Serve a trained voice encoder over HTTP with Ray Serve: a voice in, the nearest faces of a gallery out.
+"""Serve a trained voice encoder over HTTP with Ray Serve: a voice in, the nearest faces of a gallery out,
+and with a face decoder the face it draws.
 
-    python -m serving.app --model RUN/model.safetensors --gallery DATA        # http://127.0.0.1:8000/
+    python -m serving.app --model RUN/model.safetensors --gallery DATA [--decoder DEC/decoder.safetensors]
     serve run serving.app:build model=RUN/model.safetensors gallery=DATA     # the same, with Serve's CLI
 
 DATA is a preprocess output (dir or s3://) whose faces are ranked, one per video. Endpoints:
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import base64
 import dataclasses
+import io
 import os
 import signal
 import sys
@@ -27,9 +29,11 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
 from ray import serve
 
 from serving.uploads import ApiError, decode_upload, read_upload
+from trainer.decoder_io import check_embedder, draw_faces, read_decoder
 from trainer.inference import InputError, check_same_embedder
 from trainer.model_io import read_model
 from trainer.predict import Gallery, predict_features
@@ -43,6 +47,7 @@ class ServiceConfig:
     model: str
     gallery: str
     gallery_split: str | None = None
+    decoder: str | None = None  # a trainer.train_decoder decoder.safetensors: also draw the face
     top: int = 5
     max_upload_mb: float = 25.0
     max_batch_size: int = 8
@@ -80,6 +85,12 @@ def _data_url(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
+def _png_data_url(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def _versions() -> dict:
     return {name: metadata.version(name) for name in ("speech2face-ray", "ray", "torch")}
 
@@ -90,8 +101,9 @@ class Speech2FaceService:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.model, self.meta = read_model(config.model)
-        if torch.cuda.is_available():
-            self.model = self.model.cuda()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = self.model.to(device)
+        self.decoder = read_decoder(config.decoder, device)[0] if config.decoder else None
         self.manifest = check_same_embedder(self.meta, config.gallery)
         self.gallery = Gallery(config.gallery, config.gallery_split, "ytid")
         self.encode_batch.set_max_batch_size(config.max_batch_size)
@@ -114,7 +126,7 @@ class Speech2FaceService:
         return {"model": self.config.model, "preset": self.meta.get("preset"),
                 "feature_dim": int(self.model.out_dim), "embedder": self.manifest["embedder"],
                 "gallery": self.config.gallery, "gallery_split": self.config.gallery_split,
-                "gallery_size": len(self.gallery), "top": self.config.top,
+                "gallery_size": len(self.gallery), "top": self.config.top, "decoder": self.config.decoder,
                 "max_upload_mb": self.config.max_upload_mb, "versions": _versions()}  # fmt: skip
 
     @api.post("/api/predict")
@@ -128,9 +140,12 @@ class Speech2FaceService:
         matches = self.gallery.nearest(feature, self.config.top)
         for match in matches:
             match["face"] = _data_url(self.gallery.face_jpegs[match.pop("index")])
+        drawn = None
+        if self.decoder is not None:
+            drawn = _png_data_url((await asyncio.to_thread(draw_faces, self.decoder, feature[None]))[0][0])
         return {"filename": upload.filename, "audio_seconds": round(seconds, 3),
                 "feature_dim": int(feature.shape[0]), "feature_norm": float(np.linalg.norm(feature)),
-                "gallery_size": len(self.gallery), "top": matches,
+                "gallery_size": len(self.gallery), "top": matches, "drawn_face": drawn,
                 "elapsed_ms": round(1000 * (time.perf_counter() - started), 1)}  # fmt: skip
 
 
@@ -140,6 +155,8 @@ def _check_inputs(config: ServiceConfig) -> None:
         raise InputError("--top and --max-batch-size must be >= 1 and --max-upload-mb > 0")
     meta = read_model(config.model)[1]
     check_same_embedder(meta, config.gallery)
+    if config.decoder:
+        check_embedder(read_decoder(config.decoder)[1], meta["embedder"], "the model")
 
 
 def build_app(config: ServiceConfig, replicas: ReplicaConfig | None = None):
@@ -176,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model.safetensors of a trainer.train run")
     p.add_argument("--gallery", required=True, help="preprocess output (dir or s3://) whose faces are ranked")
     p.add_argument("--gallery-split", help="only faces of this split (default: every split)")
+    p.add_argument("--decoder", help="decoder.safetensors of a trainer.train_decoder run: also draw the face")
     p.add_argument("--top", type=int, default=5, help="faces returned per request")
     p.add_argument(
         "--host",
@@ -196,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = ServiceConfig(args.model, args.gallery, args.gallery_split, args.top, args.max_upload_mb,
+    config = ServiceConfig(args.model, args.gallery, args.gallery_split, args.decoder, args.top, args.max_upload_mb,
                            args.max_batch_size, args.batch_wait_s)  # fmt: skip
     replicas = ReplicaConfig(args.num_replicas, args.min_replicas, args.max_replicas,
                              args.num_cpus_per_replica, args.num_gpus_per_replica)  # fmt: skip

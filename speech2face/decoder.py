@@ -1,7 +1,7 @@
 """The face decoder: a face feature -> a frontal face image, in the shape of Cole et al. (arXiv 1701.04851).
 
-feature -> ``first`` = ReLU(Linear(in_dim, 1000)), the paper's f_dec (Speech2Face's decoder loss
-compares it for the face's and the voice's features), then two branches:
+feature -> ``first_layer`` = ReLU(Linear(in_dim, 1000)) of the L2-normalised feature, the paper's f_dec
+(Speech2Face's decoder loss compares it for the face's and the voice's features), then two branches:
 - landmarks: an MLP predicting 68 offsets from the mean face shape;
 - texture: an FC to a small feature map and four stride-2 transposed convolutions, the face drawn
   on the mean shape;
@@ -9,6 +9,10 @@ and the render step warps the texture from the mean shape to the predicted landm
 (``speech2face.warp``). Images are RGB in [0, 1], framed like ``faces.crop_face``'s crops, at the
 preset's resolution; ``to_crops`` makes 224x224 uint8 crops any embedder takes unchanged.
 Landmarks here are in image units: (x, y) / (side - 1), 0..1 across the crop.
+
+The feature is L2-normalised (times sqrt(in_dim), so its entries are ~1) because the voice encoder is
+trained on normalised features only: its predictions point the right way at any length (35x a dlib
+face feature's here), and decoding them unnormalised draws noise.
 """
 
 from __future__ import annotations
@@ -106,13 +110,17 @@ class FaceDecoder(nn.Module):
     def forward(self, features: torch.Tensor) -> DecodedFace:
         if features.ndim != 2 or features.shape[1] != self.in_dim:
             raise ValueError(f"features must be (N, {self.in_dim}), got {tuple(features.shape)}")
-        first = self.first(features)
+        first = self.first_layer(features)
         offsets = self.landmark_mlp(first).view(-1, NUM_LANDMARKS, 2)
         landmarks = self.mean_shape + offsets
         side = self.spec.start_side
         texture = self.texture_cnn(self.texture_fc(first).view(-1, self.spec.start_channels, side, side))
         image = self.render(texture, landmarks)
         return DecodedFace(first=first, landmarks=landmarks, texture=texture, image=image)
+
+    def first_layer(self, features: torch.Tensor) -> torch.Tensor:
+        """f_dec: ReLU(Linear(.)) of the L2-normalised features (N, in_dim) -> (N, 1000)."""
+        return self.first(F.normalize(features, dim=1) * self.in_dim**0.5)
 
     def render(self, texture: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """The texture (on the mean shape) warped so its landmarks land on ``landmarks`` (image units)."""

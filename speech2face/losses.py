@@ -91,7 +91,7 @@ def total_loss(
     classifier is given, 'distill'; when ``decoder_first`` is given, 'decoder'.
 
     ``classifier(feature)`` must return the VGG-Face logits ``fc8(relu(feature))``; ``decoder_first``
-    is a frozen face decoder's first layer (``FaceDecoder.first``). Terms with weight 0 are still
+    is a frozen face decoder's first layer (``FaceDecoder.first_layer``). Terms with weight 0 are still
     reported (for monitoring) but computed without gradient and left out of 'total'.
     """
     if weights.decoder > 0 and decoder_first is None:

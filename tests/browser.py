@@ -36,9 +36,13 @@ def upload_through_page(url: str, audio: Path, screenshot: Path | None = None, t
         loaded = browser.execute_script(
             "return [...document.querySelectorAll('#faces img')].filter(i => i.complete && i.naturalWidth > 0).length"
         )
+        drawn_width = browser.execute_script(
+            "const i = document.getElementById('drawn-face'); "
+            "return document.getElementById('drawn').hidden || !i.complete ? 0 : i.naturalWidth"
+        )
         if screenshot is not None:
             browser.save_screenshot(str(screenshot))
-        return {"captions": [face.text for face in faces], "images_loaded": loaded,
+        return {"captions": [face.text for face in faces], "images_loaded": loaded, "drawn_face_width": drawn_width,
                 "status": browser.find_element(By.ID, "status").text}  # fmt: skip
     finally:
         browser.quit()

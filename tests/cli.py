@@ -18,6 +18,7 @@ from speech2face.synth.server import serve_directory, url_template
 ROOT = Path(__file__).resolve().parents[1]
 # The training flags of the small test runs: tiny preset, 300 of the 598 frames, data cached once.
 TINY_RUN = ["--preset", "tiny", "--batch-size", "2", "--crop-frames", "300", "--seed", "0", "--cache-data"]
+DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
 
 
 def run(module: str, *args: str, timeout: float = 600, ray_address: str | None = None) -> subprocess.CompletedProcess:
@@ -69,7 +70,7 @@ class MakeDemo:
     the moment it ends, so its wall time is exact however late ``result()`` is called.
     """
 
-    def __init__(self, out: Path, timeout_s: float = 1500):
+    def __init__(self, out: Path, timeout_s: float = 1800):
         self.out, self.timeout_s = out, timeout_s
         self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
         self.started = time.monotonic()

@@ -11,7 +11,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import pytest  # noqa: E402
 
 from tests import rgw  # noqa: E402
-from tests.cli import TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
+from tests.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
@@ -88,6 +88,26 @@ def tiny_model(small_dataset, ray_address, tmp_path_factory) -> Path:
     model = storage_dir / "tiny" / "model.safetensors"
     make_read_only(storage_dir)
     return model
+
+
+@pytest.fixture(scope="session")
+def decoder_runs(small_dataset, ray_address, tmp_path_factory) -> dict:
+    """A tiny face decoder on ``small_dataset``: 1 epoch, then the same command with --epochs 2 (a resume).
+
+    The two results are checked by tests/test_decoder_runs.py; ``dir``'s decoder.safetensors serves others.
+    """
+    storage_dir = tmp_path_factory.mktemp("decoder_runs")
+    command = ["--data", str(small_dataset), "--storage", str(storage_dir), "--name", "dec", *DECODER_RUN]
+    first = run("trainer.train_decoder", *command, "--epochs", "1", ray_address=ray_address)
+    second = run("trainer.train_decoder", *command, "--epochs", "2", ray_address=ray_address)
+    return {"first": first, "second": second, "dir": storage_dir / "dec"}
+
+
+def pytest_report_header(config) -> str:
+    """The machine facts that most change the suite's time (bf16 emulated or native, cores)."""
+    from speech2face.perf import cpu_has_native_bf16
+
+    return f"cores: {os.cpu_count()}, native bf16 on this CPU: {cpu_has_native_bf16()}"
 
 
 def pytest_collection_modifyitems(items):

@@ -33,17 +33,20 @@ def faces():
 
 @pytest.mark.parametrize("in_dim", [128, 4096])
 @pytest.mark.parametrize("preset", ["tiny", "paper"])
-def test_every_output_has_its_shape_and_the_first_layer_is_f_dec(preset, in_dim):
+def test_every_output_has_its_shape_the_first_layer_is_f_dec_and_length_is_ignored(preset, in_dim):
     torch.manual_seed(0)
     decoder = FaceDecoder(in_dim, preset)
     side = DECODER_PRESETS[preset].resolution
-    decoded = decoder(torch.randn(2, in_dim))
+    features = torch.randn(2, in_dim)
+    decoded = decoder(features)
     assert decoded.first.shape == (2, FIRST_LAYER_WIDTH) and (decoded.first >= 0).all()  # after its ReLU
     assert decoded.landmarks.shape == (2, 68, 2)
     assert decoded.texture.shape == decoded.image.shape == (2, 3, side, side)
     assert 0 <= decoded.image.min() and decoded.image.max() <= 1
     linear = decoder.first[0]
     assert isinstance(linear, torch.nn.Linear) and (linear.in_features, linear.out_features) == (in_dim, 1000)
+    # a voice encoder's prediction points the right way at any length: the same face
+    assert torch.allclose(decoder(features * 35).image, decoded.image, atol=1e-5)
     crops = to_crops(decoded.image)
     assert crops.shape == (2, 224, 224, 3) and crops.dtype == np.uint8  # what every embedder takes
     with pytest.raises(ValueError, match=f"\\(N, {in_dim}\\)"):

@@ -2,6 +2,7 @@
 
 ``small_dataset`` (conftest.py) went through the real pipeline, so its clips carry dlib's
 face_landmarks; a copy without the column stands in for data preprocessed before it existed.
+``decoder_runs`` (conftest.py) trained the session's tiny decoder: 1 epoch, then resumed to 2.
 """
 
 import json
@@ -9,14 +10,13 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
+from ray.data.dataset import MaterializedDataset
 
 from speech2face import storage
 from tests.cli import TINY_RUN, read_metrics, run
 from trainer.decoder_io import read_decoder, save_decoder
 
-DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
 SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"
 
 
@@ -25,16 +25,6 @@ def one_line_error(result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, result.stderr
-
-
-@pytest.fixture(scope="module")
-def decoder_runs(small_dataset, ray_address, tmp_path_factory):
-    """One epoch, then the same command with --epochs 2: a resumed run."""
-    storage_dir = tmp_path_factory.mktemp("decoder_runs")
-    command = ["--data", str(small_dataset), "--storage", str(storage_dir), "--name", "dec", *DECODER_RUN]
-    first = run("trainer.train_decoder", *command, "--epochs", "1", ray_address=ray_address)
-    second = run("trainer.train_decoder", *command, "--epochs", "2", ray_address=ray_address)
-    return {"first": first, "second": second, "dir": storage_dir / "dec"}
 
 
 def test_a_run_writes_its_files_and_resumes(decoder_runs, small_dataset):
@@ -56,17 +46,34 @@ def test_a_run_writes_its_files_and_resumes(decoder_runs, small_dataset):
     assert decoder.mean_shape.shape == (68, 2)
 
 
-def test_data_without_landmarks_gets_them_from_dlib(small_dataset, ray_address, tmp_path):
+def test_data_without_landmarks_gets_them_from_dlib_once(small_dataset, ray_session, tmp_path):
+    """Data preprocessed before face_landmarks existed: dlib computes the same points, materialized once."""
+    from trainer.decoder_data import decoder_datasets, has_landmarks, mean_landmarks
+
     old = tmp_path / "old_data"
     shutil.copytree(small_dataset, old)
     for file in (old / "clips").glob("*.parquet"):
         file.chmod(0o644)
         pq.write_table(pq.read_table(file).drop_columns(["face_landmarks"]), file)
-    result = run("trainer.train_decoder", "--data", str(old), "--storage", str(tmp_path / "runs"), "--name", "old",
-                 "--epochs", "1", *DECODER_RUN, ray_address=ray_address)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "computing them with dlib once" in result.stdout
-    assert (tmp_path / "runs" / "old" / "decoder.safetensors").is_file()
+    assert has_landmarks(str(small_dataset)) and not has_landmarks(str(old))
+
+    def by_feature(dataset):
+        rows = dataset.take_all()
+        return {row["face_feature"].tobytes(): row for row in rows}
+
+    stored, computed = (decoder_datasets(str(data), 64) for data in (small_dataset, old))
+    assert isinstance(computed["train"], MaterializedDataset)  # not recomputed every epoch
+    assert not isinstance(stored["train"], MaterializedDataset)
+    for split in ("train", "val"):
+        expected, got = by_feature(stored[split]), by_feature(computed[split])
+        assert expected.keys() == got.keys() and expected
+        for key, row in got.items():
+            assert row["face"].shape == (64, 64, 3) and np.array_equal(row["face"], expected[key]["face"])
+            # preprocessing found them on the crop, this on its JPEG: a pixel or two apart, of 224
+            moved = np.abs(row["face_landmarks"] - expected[key]["face_landmarks"])
+            assert moved.max() <= 3 and moved.mean() < 1, moved
+    np.testing.assert_allclose(mean_landmarks(str(old), computed["train"]),
+                               mean_landmarks(str(small_dataset), stored["train"]), atol=1)  # fmt: skip
 
 
 def test_setups_that_cannot_work_fail_before_ray(small_dataset, tmp_path):

@@ -22,7 +22,7 @@ from tests.cli import MakeDemo, check, read_metrics, run
 # The demo runs beside the other tests (conftest.py); the learning test, first here, waits for it.
 pytestmark = pytest.mark.timeout(1800)
 
-EPOCHS, TRIALS = 20, 3  # demo.run's defaults
+EPOCHS, TRIALS, DECODER_EPOCHS = 20, 3, 40  # demo.run's defaults
 
 
 def _make_demo(out) -> tuple[subprocess.CompletedProcess, float]:
@@ -94,6 +94,7 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
         "## Training (Ray Train, preset tiny)",
         f"## Sweep (Ray Tune, {TRIALS} trials",
         "## Retrieval on held-out speakers",
+        "## Face decoder: voices drawn as faces (Ray Train, preset tiny)",
         "## Time per step",
     ):
         assert heading in report
@@ -104,7 +105,8 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     sweep_rows = [line for line in report.splitlines() if re.match(r"\| \w+_0000\d \|", line)]
     assert len(sweep_rows) == TRIALS
     assert "python -m trainer.train --data" in report
-    for name in ("curves.png", "sweep.png", "retrieval.png"):
+    assert "voice -> decoded face" in report and "mean training face" in report
+    for name in ("curves.png", "sweep.png", "retrieval.png", "decoder.png"):
         assert f"({name})" in report
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) >= 200
@@ -112,6 +114,7 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     assert [name for name, _ in steps] == [
         "generate the demo corpus", "preprocess (Ray Data)", "train the voice encoder (Ray Train)",
         "sweep loss weights and lr (Ray Tune)", "evaluate on the held-out speakers",
+        "train the face decoder (Ray Train)", "draw the held-out speakers' faces",
     ]  # fmt: skip
 
 
@@ -171,6 +174,7 @@ def test_make_demo_rerun_reuses_finished_work(demo):
     assert "already holds a complete corpus" in log
     assert "(0 rows processed this run)" in log  # preprocessing resumed with nothing left to do
     assert f"already has {EPOCHS} epochs; not retraining" in log
+    assert f"decoder already has {DECODER_EPOCHS} epochs; not retraining" in log
     assert "is complete; not rerunning it" in log
     assert second_s < first_s
     steps = [line for line in first.stdout.splitlines() if re.match(r"\[demo\] [^$].*: \d+\.\d s$", line)]

@@ -83,14 +83,15 @@ def test_the_face_decoder_loss_is_l1_between_its_first_layers_and_trains_only_th
     from speech2face.decoder import FaceDecoder
 
     torch.manual_seed(0)
-    first = FaceDecoder(6, "tiny").first.requires_grad_(False)  # Linear(6, 1000) + ReLU, frozen
+    decoder = FaceDecoder(6, "tiny").requires_grad_(False)
+    first = decoder.first_layer  # Linear(6, 1000) + ReLU of the normalised feature, frozen
     pred, target = torch.randn(3, 6, requires_grad=True), torch.randn(3, 6)
     losses = total_loss(pred, target, LossWeights(l2norm=0.0, decoder=2.0), decoder_first=first)
     expected = (first(target) - first(pred)).abs().sum(dim=1).mean()
     assert losses["decoder"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert losses["total"].item() == pytest.approx(2 * expected.item(), rel=1e-6)
     losses["total"].backward()
-    assert pred.grad.abs().sum() > 0 and first[0].weight.grad is None
+    assert pred.grad.abs().sum() > 0 and decoder.first[0].weight.grad is None
     with pytest.raises(ValueError, match="decoder_first"):
         total_loss(pred, target, LossWeights(decoder=1.0))
 

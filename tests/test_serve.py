@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
@@ -11,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from benchmarks.serve_load import post_file, run_load
 from tests.browser import upload_through_page
@@ -29,12 +33,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_model, small_dataset, ray_address):
-    """``python -m serving.app`` as a user starts it, joined to the session's Ray; stopped with Ctrl-C."""
+def service(tiny_model, small_dataset, decoder_runs, ray_address):
+    """``python -m serving.app`` as a user starts it, with the session's decoder, joined to the session's Ray;
+    stopped with Ctrl-C."""
     assert SPEECH.is_file(), "`make setup` installs Debian's pocketsphinx-testdata (real speech)"
+    decoder = decoder_runs["dir"] / "decoder.safetensors"
+    assert decoder.is_file(), decoder_runs["first"].stderr[-3000:]
     port = _free_port()
     command = [sys.executable, "-m", "serving.app", "--model", str(tiny_model), "--gallery", str(small_dataset),
-               "--port", str(port), "--num-cpus-per-replica", "0.5", "--max-upload-mb", str(MAX_UPLOAD_MB)]  # fmt: skip
+               "--decoder", str(decoder), "--port", str(port), "--num-cpus-per-replica", "0.5",
+               "--max-upload-mb", str(MAX_UPLOAD_MB)]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "RAY_ADDRESS": ray_address},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
@@ -65,7 +73,7 @@ def _wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float) -
     pytest.fail(f"serving.app did not answer /api/health within {timeout_s:.0f} s:\n{output[-4000:]}")
 
 
-def test_speech_gives_the_same_faces_as_trainer_predict(service, tiny_model, small_dataset, tmp_path):
+def test_speech_gives_the_same_faces_as_trainer_predict(service, tiny_model, small_dataset, decoder_runs, tmp_path):
     with open(SPEECH, "rb") as file:
         response = requests.post(f"{service}/api/predict", files={"file": (SPEECH.name, file)}, timeout=120)
     assert response.status_code == 200, response.text
@@ -77,11 +85,17 @@ def test_speech_gives_the_same_faces_as_trainer_predict(service, tiny_model, sma
     assert all(match["face"].startswith("data:image/jpeg;base64,") for match in body["top"])
     assert body["feature_dim"] == info["feature_dim"] and body["feature_norm"] > 0
 
+    decoder = decoder_runs["dir"] / "decoder.safetensors"
     check(run("trainer.predict", "--model", str(tiny_model), "--audio", str(SPEECH), "--gallery", str(small_dataset),
-              "--out", str(tmp_path), timeout=300))  # fmt: skip
+              "--decoder", str(decoder), "--out", str(tmp_path), timeout=300))  # fmt: skip
     expected = json.loads((tmp_path / "predict.json").read_text())["top"]
     assert [m["clip_id"] for m in body["top"]] == [m["clip_id"] for m in expected]
     assert similarities == pytest.approx([m["similarity"] for m in expected], abs=1e-4)
+    # the drawn face: a PNG data URL, the same picture trainer.predict --decoder writes
+    assert body["drawn_face"].startswith("data:image/png;base64,") and info["decoder"]
+    drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["drawn_face"].split(",", 1)[1]))), np.int16)
+    written = np.asarray(Image.open(tmp_path / f"{SPEECH.stem}_face.png"), np.int16)
+    assert drawn.shape == written.shape == (224, 224, 3) and np.abs(drawn - written).max() <= 1
 
 
 def test_bad_input_is_a_one_line_json_error(service, tmp_path):
@@ -112,5 +126,6 @@ def test_the_page_in_a_real_browser_shows_five_faces(service, tmp_path):
     assert post_file(service, SPEECH)[0] == 200  # the replica is warm: the page test waits on the browser only
     shown = upload_through_page(f"{service}/", SPEECH, screenshot=tmp_path / "serve-page.png")
     assert len(shown["captions"]) == 5 and shown["images_loaded"] == 5, shown
+    assert shown["drawn_face_width"] == 224, shown  # the decoder's face, shown above the retrieved ones
     assert shown["status"].startswith("Done in"), shown
     assert (tmp_path / "serve-page.png").stat().st_size > 10_000

@@ -72,7 +72,7 @@ def _decoder_first(uri: str | None, device: torch.device):
         return None
     from trainer.decoder_io import read_decoder
 
-    return read_decoder(uri, device)[0].first.requires_grad_(False)
+    return read_decoder(uri, device)[0].requires_grad_(False).first_layer
 
 
 def fast_path_record(choice: FastPathChoice) -> dict:
