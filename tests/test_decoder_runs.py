@@ -44,6 +44,7 @@ def test_a_run_writes_its_files_and_resumes(decoder_runs, small_dataset):
     assert meta["embedder"]["weights_sha256"] == manifest["embedder"]["weights_sha256"]
     assert (meta["preset"], meta["in_dim"], meta["resolution"]) == ("tiny", 128, 64)
     assert decoder.mean_shape.shape == (68, 2)
+    assert json.loads((run_dir / "decoder.json").read_text())["epoch"] == 2  # the last epoch, not the lowest val loss
 
 
 def test_data_without_landmarks_gets_them_from_dlib_once(small_dataset, ray_session, tmp_path):

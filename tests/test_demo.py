@@ -22,7 +22,7 @@ from tests.cli import MakeDemo, check, read_metrics, run
 # The demo runs beside the other tests (conftest.py); the learning test, first here, waits for it.
 pytestmark = pytest.mark.timeout(1800)
 
-EPOCHS, TRIALS, DECODER_EPOCHS = 20, 3, 40  # demo.run's defaults
+EPOCHS, TRIALS, DECODER_EPOCHS = 20, 3, 100  # demo.run's defaults
 
 
 def _make_demo(out) -> tuple[subprocess.CompletedProcess, float]:
@@ -84,7 +84,8 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     out, first, _ = demo
     assert f"Report: {out}/REPORT.md" in first.stdout
     assert "Ray dashboard: http://127.0.0.1:" in first.stdout
-    serve_line = f"python -m serving.app --model {out}/runs/demo/model.safetensors --gallery {out}/data"
+    serve_line = (f"python -m serving.app --model {out}/runs/demo/model.safetensors --gallery {out}/data"
+                  f" --decoder {out}/runs/decoder/decoder.safetensors")  # fmt: skip
     assert serve_line in first.stdout.splitlines()[-1]  # its last line: how to try it
     ray_data_log = (out / "logs" / "preprocess.log").read_text()  # Ray's logging: in the step's log, not the console
     assert "Running Dataset" in ray_data_log and "Running Dataset" not in first.stdout

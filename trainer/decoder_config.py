@@ -22,7 +22,7 @@ class DecoderConfig:
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 16  # per worker
     lr: float = 1e-3
     loss_texture: float = _LOSS.texture

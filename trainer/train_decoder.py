@@ -2,8 +2,8 @@
 
 It learns face feature -> face image from the **train** split only (test speakers are never seen).
 Outputs in <storage>/<name>/: config.json, metrics.csv, curves.png, samples.png (val faces and their
-drawings), tensorboard/, checkpoints, and decoder.safetensors + decoder.json (the best epoch by val
-loss; ``trainer.decoder_io.read_decoder`` loads it without Ray). The same --storage/--name resumes.
+drawings), tensorboard/, checkpoints, and decoder.safetensors + decoder.json (the last epoch: see
+trainer/decoder_loop.py; ``trainer.decoder_io.read_decoder`` loads it without Ray). The same --storage/--name resumes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def check_setup(config: DecoderConfig) -> dict:
     for split in ("train", "val"):
         if not per_split.get(split):
             raise TrainSetupError(f"{config.data} has no '{split}' clips (counts: {per_split}); the decoder trains "
-                                  "on train and keeps the best epoch by val loss")  # fmt: skip
+                                  "on train and reports its losses on val")  # fmt: skip
     embedder = manifest["embedder"]
     return {
         "config": config.to_dict(),
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
               f"the last checkpoint in {loop_config['run_uri']}.", file=sys.stderr)  # fmt: skip
         return 1
     decoder = storage.join(loop_config["run_uri"], "decoder.safetensors")
-    print(f"[train_decoder] done: {loop_config['run_uri']} (best decoder: {decoder})")
+    print(f"[train_decoder] done: {loop_config['run_uri']} (decoder: {decoder})")
     last = {k: round(v, 5) for k, v in (result.metrics or {}).items() if k.startswith(("train_total", "val_"))}
     print(f"[train_decoder] last metrics: {last}")
     return 0
