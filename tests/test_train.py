@@ -36,12 +36,14 @@ def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
                         ray_address=ray_address)  # fmt: skip
 
 
-def test_the_session_ray_answers_state_queries_about_its_own_actors(ray_session):
+def test_the_session_ray_answers_state_queries_about_its_own_actors(ray_session, ray_address):
     """Ray Train's PlacementGroupCleaner removes a run's placement group when the State API, asked from a
-    worker, says the controller is gone; the session Ray must answer for itself (conftest.py)."""
+    worker, says the controller is gone; the session Ray must answer for itself (conftest.py). The
+    background demo's Ray runs on the same machine, so the worker is told which Ray is its own
+    (RAY_ADDRESS, as a CLI run joined to the session has); without it the State API refuses to guess."""
     from ray.train.v2._internal.state.util import is_actor_alive
 
-    @ray_session.remote(num_cpus=0)
+    @ray_session.remote(num_cpus=0, runtime_env={"env_vars": {"RAY_ADDRESS": ray_address}})
     class Probe:
         def actor_id(self) -> str:
             return ray_session.get_runtime_context().get_actor_id()
