@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"concurrent downloads per node, in threads (default {DEFAULT_DOWNLOADS_PER_NODE}: they wait on the "
         "network; --max-downloads-per-minute caps the rate YouTube sees)",
     )
-    p.add_argument("--cpu-actors", type=int, help="face-detection actors (default: CPUs / cpus-per-actor / 2)")
+    p.add_argument("--cpu-actors", type=int, help="decode + face-detection actors (default: CPUs / cpus-per-actor)")
     p.add_argument(
         "--gpu-actors",
         type=int,
@@ -437,7 +437,7 @@ def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict
     print(table.to_string() if len(table) else "(no valid rows)")
     print(f"[preprocess] would process {plan_summary['to_process']} rows on {resources.get('CPU', 0):g} CPU / "
           f"{resources.get('GPU', 0):g} GPU ({nodes} node(s)): {sizes['download']} concurrent downloads in "
-          f"{sizes['download_actors']} actors, {sizes['face']} face actors, "
+          f"{sizes['download_actors']} actors, {sizes['face']} decode+face actors, "
           f"{sizes['feature']} feature actors ({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each); "
           "nothing was downloaded or written")  # fmt: skip
     return plan_summary
@@ -479,7 +479,7 @@ def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1)
         "download": per_node * nodes,
         "download_actors": actors_per_node * nodes,
         "download_threads": math.ceil(per_node / actors_per_node),
-        "face": config.cpu_actors or max(1, int(cpus / config.cpus_per_actor / 2)),
+        "face": config.cpu_actors or max(1, int(cpus / config.cpus_per_actor)),
         "feature": config.gpu_actors or (max(1, int(gpus / config.gpus_per_actor)) if gpus else 1),
         "gpus": config.gpus_per_actor if use_gpus else 0.0,
     }
@@ -495,11 +495,9 @@ def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: dict,
     return [
         Stage("download", stages.DownloadStage, num_cpus=light, pool=(1, sizes["download_actors"]),
               concurrent_calls=2, args=(download_config(config), config.cookies, sizes["download_threads"])),
-        Stage("decode", stages.DecodeStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
-              args=(config.frames_per_clip,)),
-        Stage("face", stages.FaceStage, batch_size=4, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
-              args=(config.face_model, config.max_face_distance, config.store_landmarks)),
-        Stage("failures", stages.divert_failures, num_cpus=light, kwargs={"failures_uri": failures_uri}),
+        Stage("decode_face", stages.DecodeFaceStage, num_cpus=config.cpus_per_actor, pool=(1, sizes["face"]),
+              args=(config.frames_per_clip, config.face_model, config.max_face_distance, config.store_landmarks,
+                    failures_uri)),
         Stage("feature", stages.FeatureStage, batch_size=config.batch_size, num_cpus=config.cpus_per_actor,
               num_gpus=sizes["gpus"], pool=(sizes["feature"], sizes["feature"]),
               args=(embedder["name"], None if random_weights else config.vggface_weights, random_weights,
@@ -515,7 +513,7 @@ def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: st
     block_rows = rows_per_block(len(todo), resources.get("CPU", 1.0))
     print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU on {nodes} "
           f"node(s) -> {sizes['download']} concurrent downloads ({sizes['download_actors']} actors), "
-          f"{sizes['face']} face actors, {sizes['feature']} feature actors "
+          f"{sizes['face']} decode+face actors, {sizes['feature']} feature actors "
           f"({'GPU ' + str(sizes['gpus']) if sizes['gpus'] else 'CPU'} each), {block_rows} rows a block")  # fmt: skip
     return apply_stages(source(todo, block_rows), pipeline_stages(config, failures_uri, embedder, sizes))
 

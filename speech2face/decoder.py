@@ -10,9 +10,12 @@ and the render step warps the texture from the mean shape to the predicted landm
 preset's resolution; ``to_crops`` makes 224x224 uint8 crops any embedder takes unchanged.
 Landmarks here are in image units: (x, y) / (side - 1), 0..1 across the crop.
 
-The feature is L2-normalised (times sqrt(in_dim), so its entries are ~1) because the voice encoder is
-trained on normalised features only: its predictions point the right way at any length (35x a dlib
-face feature's here), and decoding them unnormalised draws noise.
+The feature is L2-normalised because the voice encoder is trained on normalised features only: its
+predictions point the right way at any length (35x a dlib face feature's here), and decoding them
+unnormalised draws noise. Then the training faces' mean (of normalised features, ``mean_feature``)
+is subtracted and the rest normalised again (times sqrt(in_dim), so its entries are ~1): a voice's
+prediction regresses toward the mean face (on the demo corpus it lies 0.25 from it, a face 0.36),
+and what tells faces apart is the direction it leaves the mean in, not how far.
 """
 
 from __future__ import annotations
@@ -80,9 +83,11 @@ def mirror_faces(
 
 
 class FaceDecoder(nn.Module):
-    def __init__(self, in_dim: int, preset: str | DecoderPreset = "tiny", mean_shape: np.ndarray | None = None):
+    def __init__(self, in_dim: int, preset: str | DecoderPreset = "tiny", mean_shape: np.ndarray | None = None,
+                 mean_feature: np.ndarray | None = None):  # fmt: skip
         """``mean_shape``: (68, 2) in 224-crop pixels (``landmarks.mean_shape`` of the training faces);
-        without it a placeholder until ``load_state_dict`` brings the trained one."""
+        ``mean_feature``: (in_dim,) the mean of their L2-normalised features (zeros: no centring, as
+        decoders written before it); without them placeholders until ``load_state_dict`` brings them."""
         super().__init__()
         if in_dim < 1:
             raise ValueError(f"in_dim must be positive, got {in_dim}")
@@ -93,6 +98,10 @@ class FaceDecoder(nn.Module):
         self.spec, self.in_dim = spec, in_dim
         shape = np.full((NUM_LANDMARKS, 2), (CROP_SIZE - 1) / 2, np.float32) if mean_shape is None else mean_shape
         self.register_buffer("mean_shape", unit_landmarks(check_landmarks(np.asarray(shape)[None]))[0].clone())
+        center = np.zeros(in_dim, np.float32) if mean_feature is None else np.asarray(mean_feature, np.float32)
+        if center.shape != (in_dim,):
+            raise ValueError(f"mean_feature must be ({in_dim},), got {center.shape}")
+        self.register_buffer("mean_feature", torch.from_numpy(center.copy()))
         self.first = nn.Sequential(nn.Linear(in_dim, FIRST_LAYER_WIDTH), nn.ReLU())
         self.landmark_mlp = nn.Sequential(
             nn.Linear(FIRST_LAYER_WIDTH, spec.landmark_hidden), nn.ReLU(),
@@ -119,8 +128,9 @@ class FaceDecoder(nn.Module):
         return DecodedFace(first=first, landmarks=landmarks, texture=texture, image=image)
 
     def first_layer(self, features: torch.Tensor) -> torch.Tensor:
-        """f_dec: ReLU(Linear(.)) of the L2-normalised features (N, in_dim) -> (N, 1000)."""
-        return self.first(F.normalize(features, dim=1) * self.in_dim**0.5)
+        """f_dec: ReLU(Linear(.)) of the features (N, in_dim) normalised, centred and normalised -> (N, 1000)."""
+        centred = F.normalize(features, dim=1) - self.mean_feature.to(features.dtype)
+        return self.first(F.normalize(centred, dim=1) * self.in_dim**0.5)
 
     def render(self, texture: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """The texture (on the mean shape) warped so its landmarks land on ``landmarks`` (image units)."""

@@ -53,6 +53,20 @@ def test_every_output_has_its_shape_the_first_layer_is_f_dec_and_length_is_ignor
         decoder(torch.randn(2, in_dim + 1))
 
 
+def test_the_input_is_centred_on_the_train_faces_mean_feature(faces):
+    _, _, features = faces
+    units = features / np.linalg.norm(features, axis=1, keepdims=True)
+    centred = FaceDecoder(128, "tiny", mean_feature=units.mean(axis=0))
+    plain = FaceDecoder(128, "tiny")
+    plain.load_state_dict({**centred.state_dict(), "mean_feature": torch.zeros(128)})  # a decoder without centring
+    x, mean = torch.from_numpy(features), torch.from_numpy(units.mean(axis=0))
+    # what the centred decoder sees is the feature's direction from the train faces' mean
+    assert torch.allclose(centred.first_layer(x), plain.first_layer(torch.from_numpy(units) - mean), atol=1e-5)
+    assert not torch.allclose(centred.first_layer(x), plain.first_layer(x), atol=1e-2)
+    with pytest.raises(ValueError, match="mean_feature must be \\(128,\\)"):
+        FaceDecoder(128, "tiny", mean_feature=np.zeros(4096))
+
+
 def test_rendering_on_the_mean_shape_keeps_the_texture(faces):
     crops, landmarks, _ = faces
     decoder = FaceDecoder(128, "tiny", mean_shape(landmarks))

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 from ray.data.dataset import MaterializedDataset
 
@@ -45,6 +46,26 @@ def test_a_run_writes_its_files_and_resumes(decoder_runs, small_dataset):
     assert (meta["preset"], meta["in_dim"], meta["resolution"]) == ("tiny", 128, 64)
     assert decoder.mean_shape.shape == (68, 2)
     assert json.loads((run_dir / "decoder.json").read_text())["epoch"] == 2  # the last epoch, not the lowest val loss
+    clips = pq.read_table(small_dataset / "clips", columns=["split", "face_feature"]).to_pandas()
+    train = np.stack(clips.loc[clips["split"] == "train", "face_feature"].to_numpy())
+    units = train / np.linalg.norm(train, axis=1, keepdims=True)
+    assert np.allclose(decoder.mean_feature.numpy(), units.mean(axis=0), atol=1e-6)  # centred on the train faces
+
+
+def test_a_decoder_written_before_centring_still_draws_the_same_faces(decoder_runs, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = str(decoder_runs["dir"] / "decoder.safetensors")
+    with safe_open(path, framework="pt") as file:
+        metadata, state = file.metadata(), {name: file.get_tensor(name) for name in file.keys()}
+    old = tmp_path / "decoder.safetensors"
+    save_file({name: t for name, t in state.items() if name != "mean_feature"}, str(old), metadata=metadata)
+    decoder, _ = read_decoder(str(old))
+    assert not decoder.mean_feature.any()  # no centring: the first layer sees the normalised feature, as it did
+    features = torch.randn(3, 128)
+    expected = decoder.first(torch.nn.functional.normalize(features, dim=1) * 128**0.5)
+    assert torch.allclose(decoder.first_layer(features), expected, atol=1e-5)
 
 
 def test_data_without_landmarks_gets_them_from_dlib_once(small_dataset, ray_session, tmp_path):
@@ -107,6 +128,8 @@ def test_evaluation_decodes_faces_and_voices_next_to_the_baselines(decoder_runs,
         assert figures["landmark_error_px"] > 0 and 0 <= figures["hog_face_fraction"] <= 1
     assert Image.open(tmp_path / "decoder_eval.png").size[0] > 300  # three columns of faces
     assert "mean training face" in result.stdout
+    # how far the voice's predictions lie from their faces, the figure train_decoder --feature-noise takes
+    assert 0 < report["prediction_distance"] <= 2 and f"lies {report['prediction_distance']:.3f}" in result.stdout
 
 
 def test_predict_draws_the_face_of_a_voice(decoder_runs, tiny_model, tmp_path):

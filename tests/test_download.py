@@ -80,6 +80,17 @@ def test_downloads_only_the_segment(site, tmp_path):
     assert duration(path) == pytest.approx(4.5, abs=0.3)
 
 
+def test_downloads_share_one_ssl_context_per_process(site, tmp_path):
+    from yt_dlp.networking import common
+
+    for attempt in range(2):
+        download_segment(YTID, 3.0, 4.0, tmp_path / str(attempt), config(site))
+    before = common.make_ssl_context.cache_info()
+    path = download_segment(YTID, 3.0, 4.0, tmp_path / "again", config(site))
+    after = common.make_ssl_context.cache_info()
+    assert path.stat().st_size > 0 and after.hits > before.hits and after.misses == before.misses
+
+
 def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
     path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site))  # keyframes at 2 and 4 s, not at 3.3
     original, _ = urllib.request.urlretrieve(f"{site.url}/{NOISY}.mp4", tmp_path / "original.mp4")

@@ -24,7 +24,7 @@ def test_the_real_plan_with_no_op_stages_passes_every_row_to_parquet(ray_session
     config = preprocess.PreprocessConfig(csv="x.csv", out=str(tmp_path), face_embedder="dlib", cpus_per_actor=0.5)
     sizes = preprocess.resource_defaults(config, {"CPU": 2.0})
     stages = preprocess.pipeline_stages(config, str(tmp_path / "failures"), {"name": "dlib", "dim": 128}, sizes)
-    assert [s.name for s in stages] == ["download", "decode", "face", "failures", "feature"]
+    assert [s.name for s in stages] == ["download", "decode_face", "feature"]
     assert stages[0].args[2] == sizes["download_threads"] and stages[0].concurrent_calls > 1
     plan = streaming.without_work(stages)
     assert [(s.name, s.batch_size, s.pool, s.num_cpus) for s in plan] == [

@@ -64,14 +64,33 @@ def decoder_datasets(data_uri: str, resolution: int, splits=("train", "val"), se
     return datasets
 
 
+def _train_column(data_uri: str, column: str):
+    """One stored column of the train rows, batch by batch (only that column's pages are read)."""
+    filesystem, path = storage.resolve(storage.join(data_uri, "clips"))
+    files = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet")
+    for batch in files.to_batches(columns=[column], filter=pc.field("split") == "train"):
+        yield batch[column].to_numpy_ndarray() if len(batch) else None
+
+
+def mean_unit_feature(data_uri: str) -> np.ndarray:
+    """The mean of the train faces' L2-normalised features (in_dim,): the decoder centres its input on it."""
+    total, count = None, 0
+    for features in _train_column(data_uri, "face_feature"):
+        if features is not None:
+            features = np.asarray(features, np.float64)
+            units = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+            total = units.sum(axis=0) + (0 if total is None else total)
+            count += len(units)
+    if count == 0:
+        raise ValueError(f"{data_uri} has no train faces to take the mean feature of")
+    return (total / count).astype(np.float32)
+
+
 def mean_landmarks(data_uri: str, train) -> np.ndarray:
     """The train faces' mean shape (68, 2) (with their mirror images): from the stored column, file by file,
     or from ``train`` (the materialized dataset) where dlib computed them."""
-    if has_landmarks(data_uri):  # only that column's pages are read
-        filesystem, path = storage.resolve(storage.join(data_uri, "clips"))
-        files = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet")
-        batches = (batch["face_landmarks"].to_numpy_ndarray() for batch in files.to_batches(
-            columns=["face_landmarks"], filter=pc.field("split") == "train"))  # fmt: skip
+    if has_landmarks(data_uri):
+        batches = _train_column(data_uri, "face_landmarks")
     else:
         batches = (b["face_landmarks"] for b in train.iter_batches(batch_size=4096, batch_format="numpy"))
     total, count = np.zeros((NUM_LANDMARKS, 2), np.float64), 0

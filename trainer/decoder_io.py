@@ -47,6 +47,7 @@ def read_decoder(uri: str, device: str | torch.device = "cpu") -> tuple[FaceDeco
     except SafetensorError as error:  # a text file, a truncated download, ...
         raise InputError(f"{not_one}: {error}") from None
     decoder = FaceDecoder(metadata["in_dim"], metadata["preset"], np.asarray(metadata["mean_shape_px"], np.float32))
+    state.setdefault("mean_feature", decoder.mean_feature)  # decoders written before it: no centring
     decoder.load_state_dict(state)
     return decoder.to(device).eval(), metadata
 

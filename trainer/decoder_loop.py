@@ -19,6 +19,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from speech2face import storage
 from speech2face.decoder import FaceDecoder, decoder_losses, mirror_faces, to_crops, unit_landmarks
@@ -28,7 +29,10 @@ from trainer.decoder_config import DecoderConfig
 from trainer.decoder_io import save_decoder
 
 log = logging.getLogger("trainer").info
-SAMPLE_FACES = 8  # val faces drawn in samples.png after every epoch
+SAMPLE_FACES = 8  # val faces drawn in samples.png
+# curves.png and samples.png are redrawn at most this often (and after the last epoch): drawing them
+# took ~0.4 s, as long as a demo epoch's training.
+DRAW_EVERY_S = 20.0
 
 
 def _feature_embedder(spec: dict | None, device: torch.device):
@@ -46,14 +50,19 @@ def _feature_embedder(spec: dict | None, device: torch.device):
     return lambda images: network.features(preprocess_unit_images(images).contiguous(memory_format=torch.channels_last))
 
 
-def _inputs(batch: dict, generator: torch.Generator | None, flip: float):
-    """(features, faces in [0, 1] (B, 3, R, R), landmarks in image units), mirrored at random when training."""
+def _inputs(batch: dict, generator: torch.Generator | None, config: DecoderConfig):
+    """(features, faces in [0, 1] (B, 3, R, R), landmarks in image units); when training, faces mirrored
+    at random and noise added to the normalised features."""
     faces = batch["face"].permute(0, 3, 1, 2).float() / 255
     landmarks = unit_landmarks(batch["face_landmarks"].float())
-    if generator is not None and flip > 0:
-        chosen = (torch.rand(len(faces), generator=generator) < flip).to(faces.device)
+    features = batch["face_feature"].float()
+    if generator is not None and config.flip > 0:
+        chosen = (torch.rand(len(faces), generator=generator) < config.flip).to(faces.device)
         faces, landmarks = mirror_faces(faces, landmarks, chosen)
-    return batch["face_feature"].float(), faces, landmarks
+    if generator is not None and config.feature_noise > 0:
+        noise = torch.randn(features.shape, generator=generator).to(features.device)
+        features = F.normalize(features, dim=1) + noise * (config.feature_noise / features.shape[1] ** 0.5)
+    return features, faces, landmarks
 
 
 def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generator, split: str) -> dict:
@@ -66,7 +75,7 @@ def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generat
         local_shuffle_seed=config.seed if training else None)  # fmt: skip
     for wait_s, batch in checkpoints.timed(batches):
         waited += wait_s
-        features, faces, landmarks = _inputs(batch, generator if training else None, config.flip)
+        features, faces, landmarks = _inputs(batch, generator if training else None, config)
         if training:
             parts = decoder_train_step(model, plain, optimizer, scaler, fast, features, faces, landmarks,
                                        config.loss_weights(), embed)  # fmt: skip
@@ -98,12 +107,13 @@ def _samples_png(plain, device, title: str) -> bytes:
     return plots.image_columns_png([("true face", true), ("decoded from its feature", drawn)], title=title)
 
 
-def _write_outputs(run_uri, history, plain, config, loop_config, device) -> None:
+def _write_outputs(run_uri, history, plain, config, loop_config, device, draw: bool) -> None:
     storage.write_bytes(storage.join(run_uri, "metrics.csv"), outputs.metrics_csv(history))
-    storage.write_bytes(storage.join(run_uri, "curves.png"), plots.decoder_curves_png(history, title=config.name))
     outputs.log_tensorboard(run_uri, history)
-    storage.write_bytes(storage.join(run_uri, "samples.png"),
-                        _samples_png(plain, device, f"{config.name}, epoch {history[-1]['epoch']} (val)"))  # fmt: skip
+    if draw:
+        storage.write_bytes(storage.join(run_uri, "curves.png"), plots.decoder_curves_png(history, title=config.name))
+        title = f"{config.name}, epoch {history[-1]['epoch']} (val)"
+        storage.write_bytes(storage.join(run_uri, "samples.png"), _samples_png(plain, device, title))
     last = history[-1]
     info = {"epoch": last["epoch"], "embedder": loop_config["embedder"], "run": config.name,
             "val": {k: v for k, v in last.items() if k.startswith("val_")}}  # fmt: skip
@@ -125,7 +135,8 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     torch.manual_seed(config.seed)
     fast = choose_fast_path(device, config.amp)
-    plain = FaceDecoder(loop_config["in_dim"], config.preset, loop_config["mean_shape_px"]).to(device)
+    plain = FaceDecoder(loop_config["in_dim"], config.preset, loop_config["mean_shape_px"],
+                        loop_config["mean_feature"]).to(device)  # fmt: skip
     model = ray.train.torch.prepare_model(plain)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, **fast_adam_kwargs(device))
     scaler = torch.amp.GradScaler(device.type, enabled=fast.amp_dtype == torch.float16)
@@ -134,6 +145,7 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
     state = checkpoints.restore(stateful)
     if rank == 0 and state["epoch"]:
         log(f"[train_decoder] resuming {run_uri} after epoch {state['epoch']}")
+    drawn_at = float("-inf")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 101 + rank)
@@ -147,7 +159,9 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
             checkpoint = None
             if rank == 0:
                 state["history"].append(row)
-                _write_outputs(run_uri, state["history"], plain, config, loop_config, device)
+                draw = epoch == config.epochs or time.monotonic() - drawn_at >= DRAW_EVERY_S
+                _write_outputs(run_uri, state["history"], plain, config, loop_config, device, draw)
+                drawn_at = time.monotonic() if draw else drawn_at
                 checkpoints.save(directory, stateful, state, config.to_json())
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
                 log(epoch_line(row, config.epochs))

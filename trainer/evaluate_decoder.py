@@ -88,10 +88,13 @@ def train_sample(data_uri: str, count: int) -> dict:
     return {"crops": np.stack(crops), "features": np.stack(features).astype(np.float32)}
 
 
+def unit(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
 def nearest_rows(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Index of each query's most cosine-similar candidate."""
-    unit = candidates / np.linalg.norm(candidates, axis=1, keepdims=True)
-    return np.argmax((queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T, axis=1)
+    return np.argmax(unit(queries) @ unit(candidates).T, axis=1)
 
 
 def score(name: str, queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray) -> dict:
@@ -112,6 +115,9 @@ def format_report(report: dict) -> str:
     for source, figures in report["drawings"].items():
         lines.append(f"{source}: landmark error {figures['landmark_error_px']:.1f} px (224-px crop), "
                      f"HOG finds a face in {100 * figures['hog_face_fraction']:.0f} % of the drawings")  # fmt: skip
+    if "prediction_distance" in report:
+        lines.append(f"the voice's normalised prediction lies {report['prediction_distance']:.3f} from its face's "
+                     "(on val: a value for train_decoder --feature-noise)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -136,6 +142,9 @@ def evaluate(args) -> dict:
     report = {"data": args.data, "decoder": args.decoder, "model": args.model, "split": args.split,
               "embedder": manifest["embedder"]["name"], "queries": len(targets), "gallery_size": len(gallery),
               "train_faces": len(train["crops"]), "rows": [], "drawings": {}}  # fmt: skip
+    if encoder is not None:
+        report["prediction_distance"] = float(np.linalg.norm(unit(rows["prediction"]) - unit(rows["face_feature"]),
+                                                             axis=1).mean())  # fmt: skip
     drawn = {}
     for source, features in sources.items():
         drawn[source], points = draw_faces(decoder, features, args.batch_size)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray.data
     import ray.train
 
-    from trainer.decoder_data import decoder_datasets, has_landmarks, mean_landmarks
+    from trainer.decoder_data import decoder_datasets, has_landmarks, mean_landmarks, mean_unit_feature
 
     start_ray(config)
     ray.data.DataContext.get_current().enable_progress_bars = False  # datasets carry it to the workers
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = decoder_datasets(config.data, DECODER_PRESETS[config.preset].resolution, seed=config.seed,
                                 cache=config.cache_data)  # fmt: skip
     loop_config["mean_shape_px"] = mean_landmarks(config.data, datasets["train"]).tolist()
+    loop_config["mean_feature"] = mean_unit_feature(config.data).tolist()
     storage.write_json(storage.join(loop_config["run_uri"], "config.json"), config.to_dict())
     try:
         result = build_trainer(config, loop_config, datasets).fit()
