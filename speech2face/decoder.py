@@ -14,7 +14,7 @@ The feature is L2-normalised because the voice encoder is trained on normalised 
 predictions point the right way at any length (35x a dlib face feature's here), and decoding them
 unnormalised draws noise. Then the training faces' mean (of normalised features, ``mean_feature``)
 is subtracted and the rest normalised again (times sqrt(in_dim), so its entries are ~1): a voice's
-prediction regresses toward the mean face (on the demo corpus it lies 0.25 from it, a face 0.36),
+prediction regresses toward the mean face (on the demo's val split it lies 0.25 from it, a face 0.35),
 and what tells faces apart is the direction it leaves the mean in, not how far.
 """
 

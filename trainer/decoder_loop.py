@@ -4,7 +4,7 @@ Each epoch: train on this worker's shard of "train" (faces mirrored at random, w
 landmarks), then rank 0 scores "val" with the same losses, writes the run's files, and reports
 metrics with a checkpoint. The last epoch becomes decoder.safetensors: the pixel losses reward blur,
 so the epoch with the lowest val loss is an early, blurry one (on the demo corpus it was epoch 11 of
-100, and drew faces dlib matched at chance; the last drew 6-8x chance over 3 seeds), and val holds only the
+100, and drew faces dlib matched at chance; the last drew 6-10x chance over 3 seeds), and val holds only the
 training speakers' other videos.
 """
 
