@@ -119,24 +119,13 @@ def _with_video_file(data: bytes, clip_id: str, fn):
         return fn(file.name)
 
 
-def _encode_frames(frames: list[tuple[float, np.ndarray]]) -> tuple[bytes, list[float]]:
-    buffer = io.BytesIO()
-    np.save(buffer, np.stack([frame for _, frame in frames]), allow_pickle=False)
-    return buffer.getvalue(), [float(time) for time, _ in frames]
-
-
-def _decode_frames(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
 def decode_row(row: dict, frames_per_clip: int) -> dict:
-    """ffmpeg: 6 s of 16 kHz mono audio (looped when shorter) and a few frames of the segment."""
+    """ffmpeg: 6 s of 16 kHz mono audio (looped when shorter) and a few (time, frame) samples of the segment."""
 
     def decode(path: str) -> dict:
         wave, seconds = audio.load_audio_with_duration(path)
-        frames, times = _encode_frames(video.sample_frames(path, count=frames_per_clip))
         return {"waveform": audio.waveform_to_int16(wave).tobytes(), "duration_s": seconds,
-                "frames": frames, "frame_times": times}  # fmt: skip
+                "samples": video.sample_frames(path, count=frames_per_clip)}  # fmt: skip
 
     return _with_video_file(row.pop("video"), row["clip_id"], decode)
 
@@ -149,8 +138,7 @@ class FaceFinder:
         faces.face_recognition_module()  # load dlib's models once per actor
 
     def __call__(self, row: dict) -> dict:
-        frames = _decode_frames(row.pop("frames"))
-        samples = list(zip(row["frame_times"], frames, strict=True))
+        samples = row.pop("samples")  # in this actor's memory: never serialised
         try:  # without upsampling dlib finds faces of ~80 px and up at a third of the CPU ...
             crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=0)
         except faces.FaceError:  # ... and upsampling once finds the smaller ones
@@ -181,7 +169,7 @@ class DecodeFaceStage:
             for stage, fn in (("decode", lambda r: decode_row(r, self.frames_per_clip)), ("face", self.find_face)):
                 if not row["error"]:
                     _run_row(row, stage, fn)
-        out = pd.DataFrame(rows).drop(columns=["video", "frames", "frame_times"], errors="ignore")
+        out = pd.DataFrame(rows).drop(columns=["video", "samples"], errors="ignore")
         return divert_failures(out, self.failures_uri)
 
 
