@@ -12,8 +12,9 @@ from tests.loopback_server import serve_site
 
 def test_blocks_hold_tens_of_rows_and_small_runs_still_fill_the_cpus():
     assert streaming.rows_per_block(2_600_000, 64) == streaming.MAX_ROWS_PER_BLOCK
-    assert streaming.rows_per_block(10, 2) == 2 and streaming.rows_per_block(3, 2) == streaming.MIN_ROWS_PER_BLOCK == 1
-    assert 270 / streaming.rows_per_block(270, 2) >= 2 * 2  # at least two blocks a CPU in a demo-sized run
+    assert streaming.rows_per_block(40, 2) == 3 and streaming.rows_per_block(3, 2) == streaming.MIN_ROWS_PER_BLOCK == 1
+    for rows in (270, 540):  # demo-sized runs: BLOCKS_PER_CPU blocks a CPU, not the 64-row maximum
+        assert -(-rows // streaming.rows_per_block(rows, 2)) >= streaming.BLOCKS_PER_CPU * 2
 
 
 def test_the_real_plan_with_no_op_stages_passes_every_row_to_parquet(ray_session, tmp_path):
