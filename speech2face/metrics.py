@@ -27,6 +27,11 @@ RANKS = (1, 5, 10, 25, 50, 75, 100)
 NORM_EPS = 1e-12
 
 
+def unit_vectors(rows: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero)."""
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
 def _unit_rows(x, name: str, device: torch.device) -> torch.Tensor:
     """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked."""
     tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)

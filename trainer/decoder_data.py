@@ -18,6 +18,7 @@ from PIL import Image
 from speech2face import storage
 from speech2face.faces import CROP_SIZE
 from speech2face.landmarks import NUM_LANDMARKS, crop_landmarks, mean_shape
+from speech2face.metrics import unit_vectors
 
 COLUMNS = ["face", "face_feature", "face_landmarks"]
 
@@ -77,8 +78,7 @@ def mean_unit_feature(data_uri: str) -> np.ndarray:
     total, count = None, 0
     for features in _train_column(data_uri, "face_feature"):
         if features is not None:
-            features = np.asarray(features, np.float64)
-            units = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+            units = unit_vectors(np.asarray(features, np.float64))
             total = units.sum(axis=0) + (0 if total is None else total)
             count += len(units)
     if count == 0:

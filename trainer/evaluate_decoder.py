@@ -22,7 +22,7 @@ from speech2face import storage
 from speech2face.embedders import make_embedder
 from speech2face.faces import detect_faces
 from speech2face.landmarks import crop_landmarks
-from speech2face.metrics import recall_table, target_ranks
+from speech2face.metrics import recall_table, target_ranks, unit_vectors
 from trainer import plots
 from trainer.data import tensor_column
 from trainer.decoder_io import check_embedder, draw_faces, read_decoder
@@ -88,13 +88,9 @@ def train_sample(data_uri: str, count: int) -> dict:
     return {"crops": np.stack(crops), "features": np.stack(features).astype(np.float32)}
 
 
-def unit(features: np.ndarray) -> np.ndarray:
-    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
 def nearest_rows(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Index of each query's most cosine-similar candidate."""
-    return np.argmax(unit(queries) @ unit(candidates).T, axis=1)
+    return np.argmax(unit_vectors(queries) @ unit_vectors(candidates).T, axis=1)
 
 
 def score(name: str, queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray) -> dict:
@@ -143,8 +139,8 @@ def evaluate(args) -> dict:
               "embedder": manifest["embedder"]["name"], "queries": len(targets), "gallery_size": len(gallery),
               "train_faces": len(train["crops"]), "rows": [], "drawings": {}}  # fmt: skip
     if encoder is not None:
-        report["prediction_distance"] = float(np.linalg.norm(unit(rows["prediction"]) - unit(rows["face_feature"]),
-                                                             axis=1).mean())  # fmt: skip
+        gap = unit_vectors(rows["prediction"]) - unit_vectors(rows["face_feature"])
+        report["prediction_distance"] = float(np.linalg.norm(gap, axis=1).mean())
     drawn = {}
     for source, features in sources.items():
         drawn[source], points = draw_faces(decoder, features, args.batch_size)
