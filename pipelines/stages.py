@@ -3,6 +3,8 @@
 Rows carry ``stage``, ``error`` and ``reason`` columns. A stage works on rows whose ``error`` is empty and
 turns any exception into a failure (``stage`` = its name, ``error`` = the message, ``reason`` = a download
 error's class, see ``speech2face.download``): one bad clip never kills the job, and no row is dropped.
+A tool killed by a signal (``speech2face.processes.ProcessKilled``: the job shutting down, the OOM killer)
+is not the clip's fault: it fails the task instead, and the clip stays to do for a resumed run.
 ``DecodeFaceStage`` runs decode and face in one actor and writes the failures out, so the feature
 stage sees only good rows and can return fixed-shape tensor columns.
 """

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speech2face.processes import run_tool
+
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 6.0
 NUM_SAMPLES = 96000
@@ -63,7 +65,7 @@ def decode_audio(
         "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-",
     ]  # fmt: skip
     try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
+        result = run_tool(command, timeout_s)
     except subprocess.TimeoutExpired as error:
         raise AudioError(f"{path}: ffmpeg did not finish decoding within {timeout_s:.0f} s") from error
     stderr = result.stderr.decode(errors="replace").strip()

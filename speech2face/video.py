@@ -8,6 +8,8 @@ import subprocess
 
 import numpy as np
 
+from speech2face.processes import run_tool
+
 FFMPEG_TIMEOUT_S = 60.0
 
 
@@ -17,7 +19,7 @@ class VideoError(ValueError):
 
 def _run(command: list[str], path: str, timeout: float) -> bytes:
     try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        result = run_tool(command, timeout)
     except FileNotFoundError as error:
         raise RuntimeError(
             f"{command[0]} is not installed or not on PATH; install ffmpeg (apt-get install ffmpeg)"

@@ -269,4 +269,5 @@ def test_killed_job_resumes_without_duplicates_or_losses(small_corpus, ray_sessi
     assert f"{written_before} already in clips/" in rerun.stdout
     clips = read_clips(out)  # raises on a duplicate clip_id
     failures = read_all(storage.join(out, "failures"))
-    assert len(clips) + len(failures) == rows and not failures
+    reasons = [(f["clip_id"], f["stage"], f["reason"], f["error"]) for f in failures]
+    assert len(clips) + len(failures) == rows and not failures, (reasons, rerun.stdout[-2000:])
