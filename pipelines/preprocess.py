@@ -37,6 +37,9 @@ from speech2face.faces import MAX_DISTANCE
 RANDOM_WEIGHTS = "random"
 DEFAULT_DOWNLOADS_PER_NODE = 16  # I/O-bound: many more than a node's cores
 DOWNLOAD_ACTORS_PER_NODE = 2
+# Starting a decode+face actor costs ~3.5 CPU s (a Ray worker, torch, dlib's models), a clip ~0.35 CPU s:
+# a small run gets one actor per this many rows, so it does not spend more on actors than on its clips.
+ROWS_PER_DECODE_ACTOR = 10
 # Training reads whole files: a few hundred MB each keeps AVSpeech at thousands of files, not 160,000.
 TARGET_FILE_MB = 256
 # Parquet bytes per clip, measured on the demo corpus: waveform 174 KB, face JPEG 8 KB, the rest 2 KB;
@@ -135,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"concurrent downloads per node, in threads (default {DEFAULT_DOWNLOADS_PER_NODE}: they wait on the "
         "network; --max-downloads-per-minute caps the rate YouTube sees)",
     )
-    p.add_argument("--cpu-actors", type=int, help="decode + face-detection actors (default: CPUs / cpus-per-actor)")
+    p.add_argument(
+        "--cpu-actors",
+        type=int,
+        help="decode + face-detection actors (default: CPUs / cpus-per-actor, "
+        f"and at most one per {ROWS_PER_DECODE_ACTOR} rows to process)",
+    )
     p.add_argument(
         "--gpu-actors",
         type=int,
@@ -423,11 +431,12 @@ def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict
     segments.loc[segments["clip_id"].isin(done), "state"] = "done"
     table = segments.groupby(["split", "state"]).size().unstack(fill_value=0)
     resources, nodes = _cluster_resources()
-    sizes = resource_defaults(config, resources, nodes)
+    to_process = int(segments["state"].isin(["to do", "failed earlier (retried)"]).sum())
+    sizes = resource_defaults(config, resources, nodes, rows=to_process)
     plan_summary = {
         "valid_rows": len(segments),
         "per_split": {split: {k: int(v) for k, v in row.items()} for split, row in table.iterrows()},
-        "to_process": int(segments["state"].isin(["to do", "failed earlier (retried)"]).sum()),
+        "to_process": to_process,
         "resources": resources,
         "nodes": nodes,
         "actor_pools": sizes,
@@ -462,8 +471,9 @@ def _cpu_nodes() -> int:
     return max(1, sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0))
 
 
-def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1) -> dict:
-    """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now.
+def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1, rows: int | None = None) -> dict:
+    """Pool sizes: explicit flags win; otherwise sized from the cluster as it is now (and, for decode+face,
+    from the ``rows`` to process: ``ROWS_PER_DECODE_ACTOR`` each at least).
 
     Downloads: ``--download-concurrency`` per node, as threads of a pool of ``DOWNLOAD_ACTORS_PER_NODE``
     actors per node at the start (yt-dlp's parsing holds the GIL: one process would cap a node at one
@@ -475,11 +485,13 @@ def resource_defaults(config: PreprocessConfig, resources: dict, nodes: int = 1)
     per_node = config.download_concurrency or DEFAULT_DOWNLOADS_PER_NODE
     actors_per_node = min(DOWNLOAD_ACTORS_PER_NODE, per_node)
     use_gpus = bool(config.gpu_actors) or gpus > 0
+    face_by_cpus = int(cpus / config.cpus_per_actor)
+    face_by_rows = math.ceil(rows / ROWS_PER_DECODE_ACTOR) if rows else face_by_cpus
     return {
         "download": per_node * nodes,
         "download_actors": actors_per_node * nodes,
         "download_threads": math.ceil(per_node / actors_per_node),
-        "face": config.cpu_actors or max(1, int(cpus / config.cpus_per_actor)),
+        "face": config.cpu_actors or max(1, min(face_by_cpus, face_by_rows)),
         "feature": config.gpu_actors or (max(1, int(gpus / config.gpus_per_actor)) if gpus else 1),
         "gpus": config.gpus_per_actor if use_gpus else 0.0,
     }
@@ -509,7 +521,7 @@ def build_dataset(config: PreprocessConfig, todo: pd.DataFrame, failures_uri: st
                   nodes: int = 1):  # fmt: skip
     from pipelines.streaming import apply_stages, rows_per_block, source
 
-    sizes = resource_defaults(config, resources, nodes)
+    sizes = resource_defaults(config, resources, nodes, rows=len(todo))
     block_rows = rows_per_block(len(todo), resources.get("CPU", 1.0))
     print(f"[preprocess] cluster {resources.get('CPU', 0):g} CPU / {resources.get('GPU', 0):g} GPU on {nodes} "
           f"node(s) -> {sizes['download']} concurrent downloads ({sizes['download_actors']} actors), "

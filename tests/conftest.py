@@ -7,6 +7,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test clusters: no token auth
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tests run torch in several processes at once on 2 cores: OpenMP threads that spin while they wait for
+# each other cost ~15 % there (a busy-wait on a descheduled core); sleeping costs nothing measurable alone.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 

@@ -1,5 +1,7 @@
-"""`make demo` at its full default size, run once: it proves the voice encoder learns, then its report,
+"""`make demo` on its default corpus, run once: it proves the voice encoder learns, then its report,
 trainer.evaluate and trainer.predict are checked on what it wrote, and a rerun reuses all of it.
+The corpus and the encoder's training are the defaults; the sweep and the face decoder are shorter
+(``tests.cli.SUITE_DEMO_ARGS``): their report sections are checked here, their quality in benchmarks/.
 
 The test runs the real Makefile target, as a user does. The demo corpus (90 speakers x 3 clips, 24 of them
 test-only) makes each speaker's espeak-ng voice a fixed function of their face's dlib descriptor, so with
@@ -16,17 +18,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from demo.run import build_parser
 from speech2face import storage
-from tests.cli import MakeDemo, check, read_metrics, run
+from tests.cli import SUITE_DEMO_ARGS, MakeDemo, check, read_metrics, run
 
 # The demo runs beside the other tests (conftest.py); the learning test, first here, waits for it.
 pytestmark = pytest.mark.timeout(1800)
 
-EPOCHS, TRIALS, DECODER_EPOCHS = 20, 3, 100  # demo.run's defaults
+SUITE_DEMO = build_parser().parse_args(list(SUITE_DEMO_ARGS))  # what the suite's `make demo` runs
+EPOCHS, TRIALS, DECODER_EPOCHS = SUITE_DEMO.epochs, SUITE_DEMO.trials, SUITE_DEMO.decoder_epochs
 
 
 def _make_demo(out) -> tuple[subprocess.CompletedProcess, float]:
-    demo = MakeDemo(out)
+    demo = MakeDemo(out)  # the same arguments as the first run: all of it is reused
     try:
         return _succeeded(demo.result())
     finally:

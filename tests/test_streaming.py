@@ -1,5 +1,6 @@
 """The pipeline as a list of stages (pipelines/streaming.py): blocks, the no-op plan, threaded downloads."""
 
+import dataclasses
 import threading
 
 import pandas as pd
@@ -17,13 +18,21 @@ def test_blocks_hold_tens_of_rows_and_small_runs_still_fill_the_cpus():
         assert -(-rows // streaming.rows_per_block(rows, 2)) >= streaming.BLOCKS_PER_CPU * 2
 
 
+def test_small_runs_start_one_decode_actor_per_ten_rows_and_large_ones_fill_the_cpus():
+    config = preprocess.PreprocessConfig(csv="x.csv", out="o", face_embedder="dlib", cpus_per_actor=0.5)
+    for rows, actors in ((1, 1), (8, 1), (11, 2), (40, 4), (270, 8), (2_600_000, 8), (None, 8)):
+        assert preprocess.resource_defaults(config, {"CPU": 4.0}, rows=rows)["face"] == actors, rows
+    explicit = dataclasses.replace(config, cpu_actors=3)
+    assert preprocess.resource_defaults(explicit, {"CPU": 4.0}, rows=1)["face"] == 3  # the flag wins
+
+
 def test_the_real_plan_with_no_op_stages_passes_every_row_to_parquet(ray_session, tmp_path):
     rows = 300
     todo = pd.DataFrame({"clip_id": [f"v{i:010d}_1.000_5.000" for i in range(rows)], "ytid": [f"v{i:010d}" for i in
                          range(rows)], "start": 1.0, "end": 5.0, "x": 0.5, "y": 0.5, "split": "train", "stage": "",
                          "error": "", "reason": ""})  # fmt: skip
     config = preprocess.PreprocessConfig(csv="x.csv", out=str(tmp_path), face_embedder="dlib", cpus_per_actor=0.5)
-    sizes = preprocess.resource_defaults(config, {"CPU": 2.0})
+    sizes = preprocess.resource_defaults(config, {"CPU": 2.0}, rows=rows)
     stages = preprocess.pipeline_stages(config, str(tmp_path / "failures"), {"name": "dlib", "dim": 128}, sizes)
     assert [s.name for s in stages] == ["download", "decode_face", "feature"]
     assert stages[0].args[2] == sizes["download_threads"] and stages[0].concurrent_calls > 1

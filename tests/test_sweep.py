@@ -103,35 +103,6 @@ def test_concurrency_keeps_a_cpu_for_ray_data_and_says_when_a_trial_cannot_fit()
     assert problem and "need 3.01 CPUs" in problem and "the cluster has 3" in problem
 
 
-def test_random_sweep_writes_trials_best_config_and_a_command_that_trains(data, ray_address, ray_session, tmp_path):
-    # two trials at a time (1.01 CPUs each, and 1 left for Ray Data, on the session's 4 logical CPUs)
-    result = _run_sweep(ray_address, data, tmp_path, "random2", "--num-samples", "2", "--scheduler", "none",
-                        "--epochs", "2", "--max-concurrent-trials", "2")  # fmt: skip
-    assert "at most 2 at a time" in result.stdout
-    sweep_dir = tmp_path / "random2"
-    trials = _trials(sweep_dir)
-    assert len(trials) == 2
-    assert len({(t["lr"], t["loss_l2norm"], t["loss_l1"]) for t in trials}) == 2
-    assert all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials), trials
-    for trial in trials:  # each trial is a whole trainer.train run with its own outputs
-        assert len(read_metrics(sweep_dir / "trials" / trial["trial_id"])) == 2
-    best = json.loads((sweep_dir / "best_config.json").read_text())
-    winner = min(trials, key=lambda t: float(t["val_l2norm_best"]))
-    assert best["trial_id"] == winner["trial_id"] and best["value"] == pytest.approx(float(winner["val_l2norm_best"]))
-    assert best["params"]["lr"] == pytest.approx(float(winner["lr"]))
-    with Image.open(sweep_dir / "sweep.png") as image:
-        assert image.format == "PNG" and image.size[0] >= 600
-
-    assert best["command"] in result.stdout  # printed for the user, and it runs as printed
-    command = shlex.split(best["command"])
-    assert command[:3] == ["python", "-m", "trainer.train"] and "--lr" in command
-    env = {**os.environ, "RAY_ADDRESS": ray_address}
-    check(subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=env))  # fmt: skip
-    assert len(read_metrics(tmp_path / "random2-best")) == 2
-    _no_leak(ray_session)
-
-
 def test_asha_stops_an_absurd_learning_rate_early_and_leaks_nothing(data, ray_address, ray_session, tmp_path):
     points = json.dumps([GOOD, GOOD | {"lr": 10.0}])  # the good trial runs first, so ASHA has a rung to compare to
     # lr = 10 blows the predictions up (val L1 distance ~1e16 against ~10); their direction, which the
@@ -149,7 +120,8 @@ def test_asha_stops_an_absurd_learning_rate_early_and_leaks_nothing(data, ray_ad
 def test_optuna_with_asha_writes_the_reports_and_resumes_without_rerunning(data, ray_address, ray_session, tmp_path):
     args = (data, tmp_path, "optuna4", "--search", "optuna", "--num-samples", "4", "--scheduler", "asha",
             "--epochs", "2", "--grace-period", "1", "--max-concurrent-trials", "2")  # fmt: skip
-    _run_sweep(ray_address, *args)
+    first = _run_sweep(ray_address, *args)
+    assert "at most 2 at a time" in first.stdout  # 1.01 CPUs a trial, and 1 left for Ray Data, of the session's 4
     trials = _trials(tmp_path / "optuna4")
     assert len(trials) == 4 and {t["status"] for t in trials} <= {"TERMINATED", "STOPPED_EARLY"}, trials
     assert len({t["lr"] for t in trials}) == 4  # TPE proposed four different points
@@ -161,7 +133,9 @@ def test_optuna_with_asha_writes_the_reports_and_resumes_without_rerunning(data,
     _no_leak(ray_session)
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(data, ray_address, tmp_path):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials_then_reports_a_command_that_trains(
+    data, ray_address, ray_session, tmp_path
+):
     args = (data, tmp_path, "resumable", "--num-samples", "2", "--scheduler", "none", "--epochs", "1")
     log = open(tmp_path / "first.log", "w")
     sweep = subprocess.Popen(_sweep_command(*args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
@@ -189,4 +163,22 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(data, ray_a
     output = result.stdout + result.stderr
     assert "started with configuration" in output  # Tune's line for each trial it starts...
     assert f"run_trial_{first_trial} started" not in output  # ...and the finished one is not among them
-    assert math.isfinite(json.loads((tmp_path / "resumable" / "best_config.json").read_text())["value"])
+
+    # what every finished sweep writes: each trial a whole trainer.train run, the best one, a plot, a command
+    sweep_dir = tmp_path / "resumable"
+    assert len({(t["lr"], t["loss_l2norm"], t["loss_l1"]) for t in trials}) == 2
+    for trial in trials:
+        assert trial["epochs"] == "1" and len(read_metrics(sweep_dir / "trials" / trial["trial_id"])) == 1
+    best = json.loads((sweep_dir / "best_config.json").read_text())
+    winner = min(trials, key=lambda t: float(t["val_l2norm_best"]))
+    assert best["trial_id"] == winner["trial_id"] and best["value"] == pytest.approx(float(winner["val_l2norm_best"]))
+    assert best["params"]["lr"] == pytest.approx(float(winner["lr"])) and math.isfinite(best["value"])
+    with Image.open(sweep_dir / "sweep.png") as image:
+        assert image.format == "PNG" and image.size[0] >= 600
+    assert best["command"] in result.stdout  # printed for the user, and it runs as printed
+    command = shlex.split(best["command"])
+    assert command[:3] == ["python", "-m", "trainer.train"] and "--lr" in command
+    check(subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RAY_ADDRESS": ray_address}))  # fmt: skip
+    assert len(read_metrics(tmp_path / "resumable-best")) == 1
+    _no_leak(ray_session)
