@@ -10,7 +10,8 @@ median is in the JSON): on a shared machine the best is the least disturbed, for
 Variants are '+'-joined features: fp32 (nothing), channels_last, bf16 (autocast), compile
 (torch.compile), fused_adam, bf16_head (the FC head under autocast too, as before the encoder kept
 its first FC in fp32: for A/B); "fast" is what speech2face.perf.fast_path picks on this device;
-"trainer" is exactly trainer.train's step (speech2face.perf.train_step on the fast path, --amp auto).
+"trainer" is exactly trainer.train's step: the spectrogram of the stored int16 waveform (audio.model_input, cropped to
+--frames), then speech2face.perf.train_step on the fast path (--amp auto).
 
     python -m benchmarks.train_step --batch-sizes 2 --steps 3 --warmup 1 --json /tmp/train_step.json
     # the demo's training step (tiny preset, 300-frame crops, 128-D dlib features, L2norm loss):
@@ -33,7 +34,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from speech2face.audio import NUM_BINS, NUM_FRAMES
+from speech2face.audio import NUM_BINS, NUM_FRAMES, NUM_SAMPLES, model_input
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
 from speech2face.perf import choose_fast_path, train_step
@@ -141,13 +142,17 @@ def time_variant(
     classifier = make_classifier(device) if weights.distill else None
     spectrograms = torch.randn(batch_size, frames, NUM_BINS, 2, device=device)
     targets = torch.randn(batch_size, out_dim, device=device)
+    # the trainer's input: the stored int16 waveform, cropped and turned into the spectrogram inside the step
+    waveforms = (torch.randn(batch_size, NUM_SAMPLES, device=device) * 3000).to(torch.int16)
+    crop, generator = (frames if frames < NUM_FRAMES else None), torch.Generator().manual_seed(0)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in features)
     choice = choose_fast_path(device)
     scaler = torch.amp.GradScaler(device.type, enabled=choice.amp_dtype == torch.float16)
 
     def step() -> float:
-        if "trainer" in features:  # the very function trainer.train's loop calls
-            losses = train_step(step_model, optimizer, scaler, choice, spectrograms, targets, weights, classifier)
+        if "trainer" in features:  # the very functions trainer.train's loop calls, from the waveform on
+            inputs = model_input(waveforms, crop, generator)
+            losses = train_step(step_model, optimizer, scaler, choice, inputs, targets, weights, classifier)
             return losses["total"].item()
         with amp:
             losses = total_loss(step_model(spectrograms), targets, weights, classifier)

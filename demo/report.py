@@ -35,6 +35,9 @@ def _pipeline(manifest: dict) -> list[str]:
     if cpu.get("download") is not None:
         stages = ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
         lines += ["", f"CPU seconds per clip: **{sum(cpu.values()):.3f}** ({stages})."]
+    if store := manifest.get("object_store"):  # the last run's; a rerun with nothing to do has none
+        lines.append(f"Ray's object store at its fullest: {store['peak_mb']:.0f} MB of {store['capacity_mb']:.0f} MB "
+                     f"({store['spilled_mb']:.0f} MB spilled to disk).")  # fmt: skip
     lines.append(f"Face embedder: {manifest['embedder']['name']} ({manifest['embedder']['dim']}-D).")
     return lines
 

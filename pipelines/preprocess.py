@@ -375,13 +375,18 @@ def run(config: PreprocessConfig) -> dict:
     segments = read_segments(config, failures_uri)
     todo = plan(config, segments, clips_uri, failures_uri)
 
+    object_store = None
     if len(todo):
+        from pipelines.object_store import ObjectStorePeak
+
         ray.init(ignore_reinit_error=True)
         dataset = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources(), _cpu_nodes())
         filesystem, clips_path = storage.resolve(clips_uri)
-        dataset.write_parquet(clips_path, filesystem=filesystem, min_rows_per_file=rows_per_file(config, embedder))
+        with ObjectStorePeak() as peak:
+            dataset.write_parquet(clips_path, filesystem=filesystem, min_rows_per_file=rows_per_file(config, embedder))
+        object_store = peak.record()
 
-    summary = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo))
+    summary = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo), object_store)
     storage.write_json(manifest_uri, summary)
     print_summary(summary)
     return summary
@@ -552,7 +557,7 @@ def _without_secret(url: str | None) -> str | None:
 
 
 def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embedder: dict,
-              wall_s: float, processed: int) -> dict:  # fmt: skip
+              wall_s: float, processed: int, object_store: dict | None = None) -> dict:  # fmt: skip
     import ray
     import torch
     import yt_dlp
@@ -583,6 +588,7 @@ def summarize(config: PreprocessConfig, clips_uri: str, failures_uri: str, embed
         "cpu_s_per_clip": {stage: float(cpu[stage].mean()) if len(cpu) else None for stage in CPU_STAGES},
         "processed_this_run": processed,
         "wall_time_s": round(wall_s, 2),
+        "object_store": object_store,  # this run's peak use (pipelines.object_store); None if nothing ran
     }
 
 
@@ -604,6 +610,9 @@ def print_summary(summary: dict) -> None:
         per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
         print(f"CPU s/clip {sum(cpu.values()):.3f}  ({per_stage})")
     print(f"wall time  {summary['wall_time_s']:.1f} s   ({summary['processed_this_run']} rows processed this run)")
+    if store := summary.get("object_store"):
+        print(f"object store  peak {store['peak_mb']:.0f} MB of {store['capacity_mb']:.0f} MB, "
+              f"{store['spilled_mb']:.0f} MB spilled to disk")  # fmt: skip
     print(f"embedder   {summary['embedder']['name']} weights {summary['embedder']['weights_sha256'][:16]}")
 
 

@@ -205,8 +205,10 @@ def test_rerun_skips_everything_already_done(local_run):
         summary = preprocess.run(preprocess.PreprocessConfig(
             csv=str(local_run["csv"]), out=local_run["out"], url_template=base_url + "/{ytid}.mp4",
             face_embedder="dlib", cpus_per_actor=0.5, val_fraction=0.5))  # fmt: skip
-    assert summary["processed_this_run"] == 0
+    assert summary["processed_this_run"] == 0 and summary["object_store"] is None  # nothing ran, nothing held
     assert summary["counts"] == local_run["summaries"][1]["counts"]
+    held = local_run["summaries"][0]["object_store"]  # the first run's downloads and blocks in flight
+    assert 0 < held["peak_mb"] < held["capacity_mb"], held
 
 
 def test_vggface_requires_weights_or_explicit_random(tmp_path):
