@@ -3,7 +3,9 @@
 Each clip's predicted face feature queries a gallery of face features (by default one face per
 video); prints R@K for K = 1 ... 100 as in the seed's Table 1, with chance and 95 % intervals, and
 writes eval.json and retrieval.png (true face, then the top 5 retrieved, the true one framed green).
-Needs no Ray: Parquet is read with pyarrow.
+The encoder runs over the split as Ray Data batch inference on the cluster (trainer.batch_inference:
+GPU actors where there are GPUs); this process keeps only ids, face features and predictions, and
+ranks them exactly, block by block.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 from speech2face import storage
 from speech2face.metrics import RANKS, recall_table, target_ranks
 from trainer import plots
-from trainer.inference import InputError, check_same_embedder, read_face_jpegs, read_rows, run_cli
-from trainer.model_io import read_model
+from trainer.batch_inference import predict_split
+from trainer.inference import InputError, check_same_embedder, read_face_jpegs, run_cli
+from trainer.model_io import read_metadata
 from trainer.retrieval import gallery_indices
 
 PNG_QUERIES = 6
@@ -39,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery-size", type=int, help="evaluate against a random gallery of this many faces")
     p.add_argument("--seed", type=int, default=0, help="seed for --gallery-size sampling")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
+    p.add_argument("--cpus-per-actor", type=float, default=2.0,
+                   help="CPUs of each encoder actor where the cluster has no GPU (else one actor a GPU)")  # fmt: skip
     p.add_argument("--out", help="output directory or s3:// prefix (default: eval-<split> next to the model)")
     return p  # fmt: skip
 
@@ -98,10 +103,9 @@ def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, 
 
 
 def evaluate(args) -> dict:
-    model, meta = read_model(args.model)
+    meta = read_metadata(args.model)
     check_same_embedder(meta, args.data)
-    rows = read_rows(args.data, args.split, ["ytid", "face_feature"], model=model,
-                     batch_size=args.batch_size)  # fmt: skip
+    rows = predict_split(args.data, args.split, args.model, args.batch_size, args.cpus_per_actor)
     groups = rows["ytid"] if args.gallery_by == "ytid" else rows["clip_id"]
     gallery_rows, targets = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), args.gallery_by)
     queries, gallery_rows, targets = sample_gallery(targets, gallery_rows, args.gallery_size, args.seed)

@@ -27,16 +27,25 @@ def save_model(model: VoiceEncoder, uri: str, info: dict) -> None:
     storage.write_json(uri.rsplit("/", 1)[0] + "/model.json" if "/" in uri else "model.json", metadata)
 
 
-def read_model(uri: str, device: str | torch.device = "cpu") -> tuple[VoiceEncoder, dict]:
-    """(the encoder in eval mode, its metadata) from a model.safetensors path or URI."""
+def _read(uri: str, weights: bool) -> tuple[dict, dict]:
     if not storage.exists(uri):
         raise FileNotFoundError(f"no model at {uri}: pass a run's <storage>/<name>/model.safetensors")
     with storage.local_copy(uri) as path, safe_open(path, framework="pt") as file:
         header = file.metadata() or {}
         if METADATA_KEY not in header:
             raise ValueError(f"{uri} has no '{METADATA_KEY}' metadata: it was not written by trainer.train")
-        metadata = json.loads(header[METADATA_KEY])
-        state = {name: file.get_tensor(name) for name in file.keys()}
+        state = {name: file.get_tensor(name) for name in file.keys()} if weights else {}
+    return json.loads(header[METADATA_KEY]), state
+
+
+def read_metadata(uri: str) -> dict:
+    """A model file's metadata (preset, out_dim, embedder, epoch, val metrics), without its weights."""
+    return _read(uri, weights=False)[0]
+
+
+def read_model(uri: str, device: str | torch.device = "cpu") -> tuple[VoiceEncoder, dict]:
+    """(the encoder in eval mode, its metadata) from a model.safetensors path or URI."""
+    metadata, state = _read(uri, weights=True)
     model = VoiceEncoder(metadata["preset"], metadata["out_dim"], metadata.get("num_bins", 257))
     model.load_state_dict(state)
     return model.to(device).eval(), metadata

@@ -1,0 +1,31 @@
+"""trainer.batch_inference: the encoder over a split as Ray Data batch inference (trainer.evaluate's path)."""
+
+import numpy as np
+import pytest
+
+from trainer.batch_inference import actor_pool, predict_split
+from trainer.inference import InputError, read_rows
+from trainer.model_io import read_model
+
+
+def test_the_cluster_predicts_what_the_local_encoder_does(small_dataset, tiny_model, ray_session):
+    rows = predict_split(str(small_dataset), "test", str(tiny_model), batch_size=2)
+    local = read_rows(str(small_dataset), "test", ["ytid", "face_feature"], model=read_model(str(tiny_model))[0])
+    assert list(rows["clip_id"]) == list(local["clip_id"]) and len(rows["clip_id"]) == 4  # sorted, every test clip
+    assert set(rows) == {"clip_id", "split", "ytid", "face_feature", "prediction"}  # no waveform reaches the driver
+    np.testing.assert_array_equal(rows["face_feature"], local["face_feature"])
+    np.testing.assert_allclose(rows["prediction"], local["prediction"], rtol=1e-4, atol=1e-5)
+
+
+def test_an_empty_split_is_refused_before_ray_starts(small_dataset, tiny_model):
+    with pytest.raises(InputError, match="no nosuch clips"):
+        predict_split(str(small_dataset), "nosuch", str(tiny_model))
+
+
+def test_one_actor_a_gpu_or_cpu_actors_that_leave_ray_data_a_cpu():
+    gpu = actor_pool({"CPU": 64.0, "GPU": 8.0}, cpus_per_actor=2)
+    assert (gpu["num_gpus"], gpu["num_cpus"], gpu["compute"].max_size) == (1, 1, 8)
+    cpu = actor_pool({"CPU": 9.0}, cpus_per_actor=2)
+    assert "num_gpus" not in cpu and (cpu["num_cpus"], cpu["compute"].max_size) == (2, 4)
+    small = actor_pool({"CPU": 2.0}, cpus_per_actor=2)  # a laptop: one actor of 1 CPU, the other for reads
+    assert (small["num_cpus"], small["compute"].max_size) == (1, 1)

@@ -1,0 +1,85 @@
+"""The encoder over a whole split as Ray Data batch inference, for trainer.evaluate at AVSpeech scale.
+
+The Parquet is read by Ray Data's tasks and the encoder runs in an actor pool: one actor a GPU when
+the cluster has GPUs, else actors of ``cpus_per_actor`` CPUs. Only ids, face features and predictions
+(a few KB a clip) reach the driver; the waveforms (192 KB a clip) never do.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from speech2face import storage
+from trainer.data import manifest_of
+from trainer.inference import InputError, embed
+from trainer.model_io import read_model
+
+KEPT = ("clip_id", "split", "ytid", "face_feature")  # what the driver gets for each clip, with its prediction
+OUTPUT_BATCH = 4096  # rows the driver takes at a time
+
+
+class EncoderActor:
+    """One encoder per actor, loaded once: a batch of stored waveforms in, its predictions out."""
+
+    def __init__(self, model_uri: str, batch_size: int):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows an actor only the GPUs it reserved
+        self.model, self.batch_size = read_model(model_uri, device)[0], batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prediction = embed(self.model, batch["waveform"], self.batch_size)
+        return {name: batch[name] for name in KEPT} | {"prediction": prediction}
+
+
+def start_ray() -> dict:
+    """Join the cluster at RAY_ADDRESS (`ray job submit` sets it), else start a local Ray; its resources."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or "local", log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
+    return ray.cluster_resources()
+
+
+def actor_pool(resources: dict, cpus_per_actor: float) -> dict:
+    """map_batches' resources: a GPU an actor where there are GPUs, else CPU actors that leave Ray Data a CPU."""
+    from ray.data import ActorPoolStrategy
+
+    gpus, cpus = int(resources.get("GPU", 0)), resources.get("CPU", 1.0)
+    if gpus:
+        return {"num_gpus": 1, "num_cpus": 1, "compute": ActorPoolStrategy(min_size=1, max_size=gpus)}
+    per_actor = min(cpus_per_actor, max(cpus - 1, 0.5))
+    return {
+        "num_cpus": per_actor,
+        "compute": ActorPoolStrategy(min_size=1, max_size=max(1, int((cpus - 1) / per_actor))),
+    }
+
+
+def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 16, cpus_per_actor: float = 2.0) -> dict:
+    """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays."""
+    counts = manifest_of(data_uri)["counts"].get("per_split", {})
+    if not counts.get(split):
+        raise InputError(
+            f"no {split} clips in {data_uri} (its manifest counts {counts}); check --data and --split "
+            "(the test split comes from preprocessing with --test-csv or --split-name test)"
+        )
+    import ray.data
+    from ray.data.expressions import col
+
+    resources = start_ray()
+    filesystem, path = storage.resolve(storage.join(data_uri, "clips"))
+    rows = ray.data.read_parquet(path, filesystem=filesystem, columns=[*KEPT, "waveform"])
+    predictions = rows.filter(expr=col("split") == split).map_batches(
+        EncoderActor, fn_constructor_args=(model_uri, batch_size), batch_size=batch_size * 4, batch_format="numpy",
+        **actor_pool(resources, cpus_per_actor),
+    )  # fmt: skip
+    parts: dict[str, list] = {}
+    for batch in predictions.iter_batches(batch_size=OUTPUT_BATCH, batch_format="numpy"):
+        for name, values in batch.items():
+            parts.setdefault(name, []).append(values)
+    result = {name: np.concatenate(values) for name, values in parts.items()}
+    order = np.argsort(result["clip_id"].astype(str), kind="stable")
+    return {name: values[order] for name, values in result.items()}
