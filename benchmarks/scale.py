@@ -17,10 +17,12 @@ by a no-op (``streaming.without_work``), on a local Ray of this machine's CPUs.
 unavailable: ``preprocess.run`` (the real pipeline) over rows whose downloads all answer 404 from a
 loopback server, --download-retries 0: wall seconds a row, with Ray already started.
 
-evaluate: ``python -m trainer.evaluate`` (a subprocess, as a user runs it) on synthetic clips
-(``benchmarks.device.write_synthetic_data``: random waveforms and 4096-D features, in files of
-500 rows) with an untrained tiny encoder: its peak RSS at each size, next to the bytes of the
-features it must keep (face features and predictions, float32).
+evaluate: ``python -m trainer.evaluate`` (a subprocess, as a user runs it, joining a Ray started
+here through RAY_ADDRESS) on synthetic clips (``benchmarks.device.write_synthetic_data``: random
+waveforms and 4096-D features, in files of 500 rows) with an untrained tiny encoder: the driver's
+peak RSS at each size (the encoder runs in Ray Data's actors), and its parts sampled from
+/proc/<pid>/status (private memory, and the object store's shared pages it has read), next to the
+bytes of the features it must keep (face features and predictions, float32).
 
 efficiency: the demo corpus with 6 clips a speaker (90 speakers: 540 train + test clips; generated into --corpus
 if missing) through ``preprocess.run`` with dlib, as ``make demo`` runs it, against the sum of its
@@ -37,6 +39,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -163,7 +166,34 @@ save_model(VoiceEncoder("tiny", 4096), str(scratch / "model.safetensors"), {"epo
 """
 
 
+def _sample_rss_parts(pid: int) -> dict:
+    """Peaks (MB) of a process's private (RssAnon) and shared-memory (RssShmem) pages, filled in every 0.2 s
+    by a thread until the process is gone: the dict is complete once the process has been waited for."""
+    peaks = {"private": 0.0, "shared": 0.0}
+
+    def sample():
+        fields = {"RssAnon:": "private", "RssShmem:": "shared"}
+        while True:
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except (FileNotFoundError, ProcessLookupError):
+                return
+            if not any(line.startswith("VmRSS:") for line in lines):
+                return  # a zombie: exited, not yet waited for
+            for name, value, *_ in (line.split() for line in lines if line.split(":")[0] + ":" in fields):
+                peaks[fields[name]] = max(peaks[fields[name]], round(int(value) / 1024, 1))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peaks
+
+
 def evaluate_memory(rows_list: list[int]) -> list[dict]:
+    import ray
+
+    # the driver joins a Ray started here, as under `ray job submit`: its peak RSS is its own, not its actors'
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     results = []
     for rows in rows_list:
         with tempfile.TemporaryDirectory() as scratch:
@@ -172,17 +202,19 @@ def evaluate_memory(rows_list: list[int]) -> list[dict]:
             command = [sys.executable, "-m", "trainer.evaluate", "--data", str(data), "--model", str(model),
                        "--split", "train", "--out", str(Path(scratch) / "eval")]  # fmt: skip
             started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            parts = _sample_rss_parts(process.pid)
             output = process.stdout.read().decode()
             _, status, usage = os.wait4(process.pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 raise RuntimeError(f"trainer.evaluate failed:\n{output[-3000:]}")
             queries = json.loads((Path(scratch) / "eval" / "eval.json").read_text())["queries"]
         result = {"rows": rows, "queries": queries, "seconds": round(time.perf_counter() - started, 1),
-                  "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                  "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), **{f"peak_{k}_mb": v for k, v in parts.items()},
                   "features_mb": round(2 * queries * 4096 * 4 / 2**20, 1)}  # fmt: skip
-        print(f"{rows:>6} clips: peak RSS {result['peak_rss_mb']:7.0f} MB (features {result['features_mb']:.0f} MB), "
-              f"{result['seconds']:.0f} s", flush=True)  # fmt: skip
+        print(f"{rows:>6} clips: peak RSS {result['peak_rss_mb']:7.0f} MB (private {parts['private']:.0f}, object "
+              f"store pages {parts['shared']:.0f}; features {result['features_mb']:.0f} MB), {result['seconds']:.0f} s",
+              flush=True)  # fmt: skip
         results.append(result)
     return results
 

@@ -32,18 +32,20 @@ def unit_vectors(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def _unit_rows(x, name: str, device: torch.device) -> torch.Tensor:
-    """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked."""
+def _unit_rows(x, name: str, device: torch.device, first_row: int = 0) -> torch.Tensor:
+    """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked (named by
+    their index in the whole array: ``x`` may be the block of it that starts at ``first_row``)."""
     tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if tensor.ndim != 2 or tensor.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty (count, dim) array, got shape {tuple(tensor.shape)}")
     tensor = tensor.to(device=device, dtype=torch.float32)
     norms = tensor.norm(dim=1, keepdim=True)
     # A NaN or zero row compares as "nothing beats the target" and would score a free hit.
-    bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0]
+    bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0] + first_row
     if len(bad_rows):
         raise ValueError(
-            f"{name} rows {bad_rows[:10].tolist()} ({len(bad_rows)} in all) are zero or not finite, so they have "
+            f"{name} rows {bad_rows[:10].tolist()} ({len(bad_rows)} of rows {first_row}-{first_row + len(tensor) - 1}) "
+            "are zero or not finite, so they have "
             "no direction to rank by; drop those clips or fix the model/embedder that produced them"
         )
     return tensor / norms
@@ -88,7 +90,8 @@ def target_ranks(
     if device is None:
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
-    query_vectors = _unit_rows(queries, "queries", device)
+    # queries are scaled a block at a time (below): a whole unit copy would be one more array of the split's size
+    query_vectors = _unit_rows(queries[:1], "queries", device)  # checks the shape
     gallery_vectors = _unit_rows(gallery, "gallery", device)
     if query_vectors.shape[1] != gallery_vectors.shape[1]:
         raise ValueError(
@@ -96,9 +99,9 @@ def target_ranks(
             "predict with an encoder whose out_dim matches the face features"
         )
     target_index = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
-    if target_index.shape != (len(query_vectors),) or target_index.is_floating_point():
+    if target_index.shape != (len(queries),) or target_index.is_floating_point():
         raise ValueError(
-            f"targets must be {len(query_vectors)} integer gallery indices (one per query), "
+            f"targets must be {len(queries)} integer gallery indices (one per query), "
             f"got shape {tuple(target_index.shape)} of {target_index.dtype}"
         )
     target_index = target_index.to(device=device, dtype=torch.long)
@@ -107,9 +110,9 @@ def target_ranks(
         raise ValueError(f"targets must index the gallery, i.e. lie in [0, {gallery_size}); got an index outside")
 
     copies_of = _TargetCopies(gallery_vectors)
-    ranks = torch.empty(len(query_vectors), dtype=torch.long, device=device)
-    for start in range(0, len(query_vectors), block_size):
-        block = query_vectors[start : start + block_size]
+    ranks = torch.empty(len(queries), dtype=torch.long, device=device)
+    for start in range(0, len(queries), block_size):
+        block = _unit_rows(queries[start : start + block_size], "queries", device, first_row=start)
         block_targets = target_index[start : start + block_size]
         target_similarity = (block * gallery_vectors[block_targets]).sum(dim=1, keepdim=True)
         copy_rows, copy_columns = copies_of(block_targets)

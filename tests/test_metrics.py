@@ -95,6 +95,9 @@ def test_bad_inputs_are_refused():
         target_ranks(np.array([[0.0, 0.0, 0.0]]), gallery, [0])
     with pytest.raises(ValueError, match="zero or not finite"):
         target_ranks(np.array([[np.nan, 1.0, 0.0]]), gallery, [0])  # a NaN prediction is no free hit
+    late_zero = np.vstack([np.eye(3), np.zeros((1, 3))])  # queries are checked a block at a time: named as a whole
+    with pytest.raises(ValueError, match=r"queries rows \[3\] \(1 of rows 2-3\)"):
+        target_ranks(late_zero, gallery, [0, 1, 2, 0], block_size=2)
     with pytest.raises(ValueError, match="lie in \\[0, 3\\)"):
         target_ranks(np.eye(3), gallery, [0, 1, 3])
     with pytest.raises(ValueError, match="out_dim matches"):

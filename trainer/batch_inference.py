@@ -1,8 +1,9 @@
 """The encoder over a whole split as Ray Data batch inference, for trainer.evaluate at AVSpeech scale.
 
 The Parquet is read by Ray Data's tasks and the encoder runs in an actor pool: one actor a GPU when
-the cluster has GPUs, else actors of ``cpus_per_actor`` CPUs. Only ids, face features and predictions
-(a few KB a clip) reach the driver; the waveforms (192 KB a clip) never do.
+the cluster has GPUs, else actors of ``cpus_per_actor`` CPUs, each running torch on as many threads.
+Only ids, face features and predictions (a few KB a clip) reach the driver; the waveforms (192 KB a
+clip) never do.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from trainer.inference import InputError, embed
 from trainer.model_io import read_model
 
 KEPT = ("clip_id", "split", "ytid", "face_feature")  # what the driver gets for each clip, with its prediction
-OUTPUT_BATCH = 4096  # rows the driver takes at a time
 
 
 class EncoderActor:
     """One encoder per actor, loaded once: a batch of stored waveforms in, its predictions out."""
 
-    def __init__(self, model_uri: str, batch_size: int):
+    def __init__(self, model_uri: str, batch_size: int, threads: int):
         import torch
 
+        torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows an actor only the GPUs it reserved
         self.model, self.batch_size = read_model(model_uri, device)[0], batch_size
 
@@ -58,6 +59,12 @@ def actor_pool(resources: dict, cpus_per_actor: float) -> dict:
     }
 
 
+def torch_threads(resources: dict, cpus_per_actor: float) -> int:
+    """Threads of a CPU actor: the CPUs asked for, where actor_pool reserved fewer to leave Ray Data's
+    reads a CPU on a small machine (reading is light; on 2 CPUs one thread would halve the encoder)."""
+    return 1 if resources.get("GPU") else max(1, round(min(cpus_per_actor, resources.get("CPU", 1.0))))
+
+
 def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 16, cpus_per_actor: float = 2.0) -> dict:
     """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays."""
     counts = manifest_of(data_uri)["counts"].get("per_split", {})
@@ -73,13 +80,37 @@ def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 1
     filesystem, path = storage.resolve(storage.join(data_uri, "clips"))
     rows = ray.data.read_parquet(path, filesystem=filesystem, columns=[*KEPT, "waveform"])
     predictions = rows.filter(expr=col("split") == split).map_batches(
-        EncoderActor, fn_constructor_args=(model_uri, batch_size), batch_size=batch_size * 4, batch_format="numpy",
+        EncoderActor, fn_constructor_args=(model_uri, batch_size, torch_threads(resources, cpus_per_actor)),
+        batch_size=batch_size * 4, batch_format="numpy",
         **actor_pool(resources, cpus_per_actor),
     )  # fmt: skip
-    parts: dict[str, list] = {}
-    for batch in predictions.iter_batches(batch_size=OUTPUT_BATCH, batch_format="numpy"):
+    # batch_size=None: the encoder's output blocks as they come, not re-batched into further copies
+    batches = predictions.iter_batches(batch_size=None, batch_format="numpy")
+    return _sorted_by_clip(_collect(batches, expected_rows=counts[split]))
+
+
+def _collect(batches, expected_rows: int) -> dict[str, np.ndarray]:
+    """The batches' columns copied into one array each, sized from the manifest's count (grown if the
+    data holds more): one copy of the features on the driver, none of Ray's blocks kept alive."""
+    arrays: dict[str, np.ndarray] = {}
+    filled = 0
+    for batch in batches:
+        size = len(next(iter(batch.values())))
         for name, values in batch.items():
-            parts.setdefault(name, []).append(values)
-    result = {name: np.concatenate(values) for name, values in parts.items()}
-    order = np.argsort(result["clip_id"].astype(str), kind="stable")
-    return {name: values[order] for name, values in result.items()}
+            if name not in arrays:
+                arrays[name] = np.empty((max(expected_rows, size), *values.shape[1:]), values.dtype)
+            elif filled + size > len(arrays[name]):  # more rows than the manifest counts: double
+                grown = np.empty((2 * (filled + size), *values.shape[1:]), values.dtype)
+                grown[:filled] = arrays[name][:filled]
+                arrays[name] = grown
+            arrays[name][filled : filled + size] = values
+        filled += size
+    return {name: values[:filled] for name, values in arrays.items()}
+
+
+def _sorted_by_clip(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows in clip_id order, one column at a time (the driver holds one column's extra copy at most)."""
+    order = np.argsort(arrays["clip_id"].astype(str), kind="stable")
+    for name in list(arrays):
+        arrays[name] = arrays[name][order]
+    return arrays

@@ -110,7 +110,9 @@ def evaluate(args) -> dict:
     gallery_rows, targets = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), args.gallery_by)
     queries, gallery_rows, targets = sample_gallery(targets, gallery_rows, args.gallery_size, args.seed)
     gallery_features = rows["face_feature"][gallery_rows]
-    ranks = target_ranks(rows["prediction"][queries], gallery_features, targets)
+    everyone = len(queries) == len(rows["prediction"])
+    predictions = rows["prediction"] if everyone else rows["prediction"][queries]  # a copy only of a subset
+    ranks = target_ranks(predictions, gallery_features, targets)
     table = recall_table(ranks, len(gallery_rows), RANKS)
     print(format_table(table, args.split, len(gallery_rows), args.gallery_by))
     out = args.out or storage.join(args.model.rsplit("/", 1)[0] if "/" in args.model else ".", f"eval-{args.split}")
