@@ -17,6 +17,7 @@ Memory: queries go in blocks and the gallery in chunks, so no (Q, N) matrix is e
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -32,13 +33,18 @@ def unit_vectors(rows: np.ndarray) -> np.ndarray:
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
+def _rows_of(x, name: str) -> torch.Tensor:
+    """A (count, dim) array as a tensor, sharing memory where it can (numpy arrays and tensors)."""
+    tensor = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (count, dim) array, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
 def _unit_rows(x, name: str, device: torch.device, first_row: int = 0) -> torch.Tensor:
     """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked (named by
     their index in the whole array: ``x`` may be the block of it that starts at ``first_row``)."""
-    tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if tensor.ndim != 2 or tensor.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (count, dim) array, got shape {tuple(tensor.shape)}")
-    tensor = tensor.to(device=device, dtype=torch.float32)
+    tensor = _rows_of(x, name).to(device=device, dtype=torch.float32)
     norms = tensor.norm(dim=1, keepdim=True)
     # A NaN or zero row compares as "nothing beats the target" and would score a free hit.
     bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0] + first_row
@@ -53,10 +59,18 @@ def _unit_rows(x, name: str, device: torch.device, first_row: int = 0) -> torch.
 
 class _TargetCopies:
     """For query targets, every (query, gallery column) pair where the column is exactly equal to the
-    target row (the target itself included): those never beat the target."""
+    target row after normalisation (the target itself included): those never beat the target.
 
-    def __init__(self, gallery_vectors: torch.Tensor):
-        _, group = torch.unique(gallery_vectors, dim=0, return_inverse=True)
+    Rows are grouped by a digest of their unit vector's bytes, made a chunk at a time, so the gallery
+    is never copied whole (a sort of the rows would be).
+    """
+
+    def __init__(self, gallery_unit_chunks, device: torch.device):
+        digests = [hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+                   for chunk in gallery_unit_chunks for row in chunk.cpu().numpy()]  # fmt: skip
+        keys = np.frombuffer(b"".join(digests), dtype=np.uint64).reshape(-1, 2)
+        _, group = np.unique(keys, axis=0, return_inverse=True)
+        group = torch.as_tensor(group.reshape(-1), device=device)
         self.group = group
         self.rows_by_group = torch.argsort(group, stable=True)  # gallery rows, grouped
         self.group_size = torch.bincount(group)
@@ -90,14 +104,23 @@ def target_ranks(
     if device is None:
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
-    # queries are scaled a block at a time (below): a whole unit copy would be one more array of the split's size
-    query_vectors = _unit_rows(queries[:1], "queries", device)  # checks the shape
-    gallery_vectors = _unit_rows(gallery, "gallery", device)
-    if query_vectors.shape[1] != gallery_vectors.shape[1]:
+    # Both sides are scaled to unit length a block or chunk at a time (a row gives the same unit vector
+    # either way): whole unit copies would be two more arrays of the split's size on the driver.
+    queries, gallery = _rows_of(queries, "queries"), _rows_of(gallery, "gallery")
+    if queries.shape[1] != gallery.shape[1]:
         raise ValueError(
-            f"queries have dim {query_vectors.shape[1]} but gallery items have dim {gallery_vectors.shape[1]}; "
+            f"queries have dim {queries.shape[1]} but gallery items have dim {gallery.shape[1]}; "
             "predict with an encoder whose out_dim matches the face features"
         )
+    gallery_size = len(gallery)
+
+    def gallery_chunks():
+        for start in range(0, gallery_size, gallery_chunk):
+            yield _unit_rows(gallery[start : start + gallery_chunk], "gallery", device, first_row=start)
+
+    def gallery_rows(rows: torch.Tensor) -> torch.Tensor:
+        return _unit_rows(gallery[rows.to(gallery.device)], "gallery", device)
+
     target_index = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
     if target_index.shape != (len(queries),) or target_index.is_floating_point():
         raise ValueError(
@@ -105,20 +128,19 @@ def target_ranks(
             f"got shape {tuple(target_index.shape)} of {target_index.dtype}"
         )
     target_index = target_index.to(device=device, dtype=torch.long)
-    gallery_size = len(gallery_vectors)
     if len(target_index) and (target_index.min() < 0 or target_index.max() >= gallery_size):
         raise ValueError(f"targets must index the gallery, i.e. lie in [0, {gallery_size}); got an index outside")
 
-    copies_of = _TargetCopies(gallery_vectors)
+    copies_of = _TargetCopies(gallery_chunks(), device)  # also refuses zero or non-finite gallery rows
     ranks = torch.empty(len(queries), dtype=torch.long, device=device)
     for start in range(0, len(queries), block_size):
         block = _unit_rows(queries[start : start + block_size], "queries", device, first_row=start)
         block_targets = target_index[start : start + block_size]
-        target_similarity = (block * gallery_vectors[block_targets]).sum(dim=1, keepdim=True)
+        target_similarity = (block * gallery_rows(block_targets)).sum(dim=1, keepdim=True)
         copy_rows, copy_columns = copies_of(block_targets)
         better = torch.zeros(len(block), dtype=torch.long, device=device)
-        for chunk_start in range(0, gallery_size, gallery_chunk):
-            similarity = block @ gallery_vectors[chunk_start : chunk_start + gallery_chunk].T
+        for chunk_start, chunk in zip(range(0, gallery_size, gallery_chunk), gallery_chunks(), strict=True):
+            similarity = block @ chunk.T
             in_chunk = (copy_columns >= chunk_start) & (copy_columns < chunk_start + len(similarity.T))
             # the target's copies tie with it; their matmul value may differ from target_similarity by rounding
             similarity[copy_rows[in_chunk], copy_columns[in_chunk] - chunk_start] = -torch.inf

@@ -78,8 +78,8 @@ def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, 
     Only the figure's face crops are read (a second pass over the split's JPEG column): the split's
     thousands of others never reach this process's memory.
     """
-    gallery = np.asarray(gallery_features, dtype=np.float64)
-    gallery_unit = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)  # cosine, as in the ranking
+    # cosine, as in the ranking, without a unit copy of the gallery: scores divided by the rows' norms
+    gallery_norms = np.sqrt(np.einsum("ij,ij->i", gallery_features, gallery_features, dtype=np.float64))
     chosen, seen = [], set()
     for q, target in zip(queries, targets, strict=True):
         if target not in seen:
@@ -90,7 +90,8 @@ def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, 
     shown = []
     for q, target in chosen:
         prediction = rows["prediction"][q] / np.linalg.norm(rows["prediction"][q])
-        shown.append((q, target, np.argsort(-(gallery_unit @ prediction), kind="stable")[:PNG_TOP]))
+        scores = (gallery_features @ prediction) / gallery_norms
+        shown.append((q, target, np.argsort(-scores, kind="stable")[:PNG_TOP]))
     wanted = {rows["clip_id"][gallery_rows[g]] for _, target, top in shown for g in [target, *top]}
     jpegs = read_face_jpegs(data_uri, wanted)
     figure_rows = []
@@ -102,6 +103,11 @@ def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, 
     return plots.face_grid_png(figure_rows, title="voice query -> true face | top-5 retrieved faces (green: true)")
 
 
+def _rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """values[indices], without a copy where the indices are every row in order (a split's worth of features)."""
+    return values if np.array_equal(indices, np.arange(len(values))) else values[indices]
+
+
 def evaluate(args) -> dict:
     meta = read_metadata(args.model)
     check_same_embedder(meta, args.data)
@@ -109,9 +115,7 @@ def evaluate(args) -> dict:
     groups = rows["ytid"] if args.gallery_by == "ytid" else rows["clip_id"]
     gallery_rows, targets = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), args.gallery_by)
     queries, gallery_rows, targets = sample_gallery(targets, gallery_rows, args.gallery_size, args.seed)
-    gallery_features = rows["face_feature"][gallery_rows]
-    everyone = len(queries) == len(rows["prediction"])
-    predictions = rows["prediction"] if everyone else rows["prediction"][queries]  # a copy only of a subset
+    gallery_features, predictions = _rows(rows["face_feature"], gallery_rows), _rows(rows["prediction"], queries)
     ranks = target_ranks(predictions, gallery_features, targets)
     table = recall_table(ranks, len(gallery_rows), RANKS)
     print(format_table(table, args.split, len(gallery_rows), args.gallery_by))
