@@ -172,16 +172,16 @@ def _sample_rss_parts(pid: int) -> dict:
     peaks = {"private": 0.0, "shared": 0.0}
 
     def sample():
-        fields = {"RssAnon:": "private", "RssShmem:": "shared"}
+        fields = {"RssAnon": "private", "RssShmem": "shared"}
         while True:
             try:
-                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
             except (FileNotFoundError, ProcessLookupError):
                 return
-            if not any(line.startswith("VmRSS:") for line in lines):
+            if "VmRSS" not in status:
                 return  # a zombie: exited, not yet waited for
-            for name, value, *_ in (line.split() for line in lines if line.split(":")[0] + ":" in fields):
-                peaks[fields[name]] = max(peaks[fields[name]], round(int(value) / 1024, 1))
+            for field, part in fields.items():
+                peaks[part] = max(peaks[part], round(int(status[field].split()[0]) / 1024, 1))
             time.sleep(0.2)
 
     threading.Thread(target=sample, daemon=True).start()

@@ -105,7 +105,8 @@ def target_ranks(
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
     # Both sides are scaled to unit length a block or chunk at a time (a row gives the same unit vector
-    # either way): whole unit copies would be two more arrays of the split's size on the driver.
+    # either way): whole unit copies would be two more arrays of the split's size on the driver. Each
+    # query block scales the gallery chunks again, 1/block_size of the products' work.
     queries, gallery = _rows_of(queries, "queries"), _rows_of(gallery, "gallery")
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(
