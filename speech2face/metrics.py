@@ -12,7 +12,9 @@ rounding the matrix products make. So ranks lie in 1..N, and for K >= N the reca
 is still reported, with the value at min(K, N), matching ``chance_recall``).
 
 Memory: queries go in blocks and the gallery in chunks, so no (Q, N) matrix is ever built; a
-100k x 100k evaluation holds one (block_size, gallery_chunk) similarity tile at a time.
+100k x 100k evaluation holds one (block_size, gallery_chunk) similarity tile at a time, and no copy
+of either side that grows with Q or N (a gallery that is some rows of a bigger array is passed as
+that array and the rows, and gathered a chunk at a time).
 """
 
 from __future__ import annotations
@@ -91,13 +93,15 @@ def target_ranks(
     gallery,
     targets,
     block_size: int = 1024,
-    gallery_chunk: int = 8192,
+    gallery_chunk: int = 1024,
     device: str | torch.device | None = None,
+    gallery_rows=None,
 ) -> np.ndarray:
     """Rank (1 = best) of each query's true gallery item, as an int64 array of shape (Q,).
 
-    ``queries`` (Q, D) and ``gallery`` (N, D) may be numpy arrays or torch tensors; ``targets`` (Q,)
-    holds gallery row indices. Computed in float32 on ``device`` (default: the queries' device).
+    ``queries`` (Q, D) and ``gallery`` (M, D) may be numpy arrays or torch tensors; ``targets`` (Q,)
+    holds gallery item indices. The gallery is ``gallery[gallery_rows]`` where ``gallery_rows`` is
+    given (N row indices), else all M rows. Computed in float32 on ``device`` (default: the queries').
     """
     if block_size < 1 or gallery_chunk < 1:
         raise ValueError(f"block_size and gallery_chunk must be >= 1, got {block_size} and {gallery_chunk}")
@@ -113,14 +117,21 @@ def target_ranks(
             f"queries have dim {queries.shape[1]} but gallery items have dim {gallery.shape[1]}; "
             "predict with an encoder whose out_dim matches the face features"
         )
-    gallery_size = len(gallery)
+    if gallery_rows is not None:
+        gallery_rows = torch.as_tensor(np.asarray(gallery_rows), dtype=torch.long, device=gallery.device)
+        if gallery_rows.ndim != 1 or not len(gallery_rows):
+            raise ValueError(f"gallery_rows must be a non-empty list of row indices, got {tuple(gallery_rows.shape)}")
+        if gallery_rows.min() < 0 or gallery_rows.max() >= len(gallery):
+            raise ValueError(f"gallery_rows must index the gallery array's {len(gallery)} rows; got one outside")
+    gallery_size = len(gallery) if gallery_rows is None else len(gallery_rows)
+
+    def gallery_items(items) -> torch.Tensor:
+        """Gallery items (a slice or index tensor of positions in the gallery) as rows of ``gallery``."""
+        return gallery[items] if gallery_rows is None else gallery[gallery_rows[items]]
 
     def gallery_chunks():
         for start in range(0, gallery_size, gallery_chunk):
-            yield _unit_rows(gallery[start : start + gallery_chunk], "gallery", device, first_row=start)
-
-    def gallery_rows(rows: torch.Tensor) -> torch.Tensor:
-        return _unit_rows(gallery[rows.to(gallery.device)], "gallery", device)
+            yield _unit_rows(gallery_items(slice(start, start + gallery_chunk)), "gallery", device, first_row=start)
 
     target_index = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
     if target_index.shape != (len(queries),) or target_index.is_floating_point():
@@ -137,7 +148,8 @@ def target_ranks(
     for start in range(0, len(queries), block_size):
         block = _unit_rows(queries[start : start + block_size], "queries", device, first_row=start)
         block_targets = target_index[start : start + block_size]
-        target_similarity = (block * gallery_rows(block_targets)).sum(dim=1, keepdim=True)
+        targets_unit = _unit_rows(gallery_items(block_targets.to(gallery.device)), "gallery", device)
+        target_similarity = (block * targets_unit).sum(dim=1, keepdim=True)
         copy_rows, copy_columns = copies_of(block_targets)
         better = torch.zeros(len(block), dtype=torch.long, device=device)
         for chunk_start, chunk in zip(range(0, gallery_size, gallery_chunk), gallery_chunks(), strict=True):
@@ -164,7 +176,7 @@ def recall_at_k(
     targets,
     ks: Sequence[int] = RANKS,
     block_size: int = 1024,
-    gallery_chunk: int = 8192,
+    gallery_chunk: int = 1024,
     device: str | torch.device | None = None,
 ) -> dict[int, float]:
     """{K: recall at K}: the fraction of queries whose true gallery item ranks in the top K."""

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trainer.batch_inference import _collect, actor_pool, predict_split, torch_threads
+from trainer.batch_inference import _collect, _sorted_by_clip, actor_pool, predict_split, torch_threads
 from trainer.inference import InputError, read_rows
 from trainer.model_io import read_model
 
@@ -41,3 +41,14 @@ def test_batches_are_collected_into_one_array_a_column_whatever_the_manifest_cou
     rows = _collect(iter(batches), expected_rows)
     assert list(rows["clip_id"]) == ["c", "a", "b", "d", "e"] and rows["prediction"].dtype == np.float32
     np.testing.assert_array_equal(rows["prediction"].sum(axis=1), [3, 3, 0, 0, 0])
+
+
+def test_rows_are_sorted_by_clip_with_the_features_permuted_in_place():
+    rng = np.random.default_rng(0)
+    ids = np.array([f"clip{i:03d}" for i in rng.permutation(200)], dtype=object)
+    features = rng.standard_normal((200, 4)).astype(np.float32)
+    expected = features[np.argsort(ids.astype(str))]
+    rows = _sorted_by_clip({"clip_id": ids, "face_feature": features})
+    assert list(rows["clip_id"]) == sorted(ids)
+    assert rows["face_feature"] is features  # no second array of the split's size
+    np.testing.assert_array_equal(features, expected)

@@ -77,6 +77,23 @@ def test_block_sizes_and_input_types_do_not_change_ranks(retrieval_case):
     np.testing.assert_array_equal(as_tensors, reference)
 
 
+def test_a_gallery_given_as_rows_of_a_bigger_array_ranks_as_its_copy(retrieval_case):
+    queries, gallery, targets = retrieval_case
+    # the gallery's rows shuffled among others, with a duplicate of a target row outside the gallery
+    rng = np.random.default_rng(1)
+    extra = np.vstack([rng.standard_normal((25, gallery.shape[1])), gallery[targets[:1]]]).astype(gallery.dtype)
+    features = np.vstack([gallery, extra])
+    order = rng.permutation(len(features))
+    features = features[order]
+    gallery_rows = np.argsort(order)[: len(gallery)]  # where each gallery row went
+    reference = target_ranks(queries, gallery, targets)
+    for gallery_chunk in (3, 1024):
+        ranks = target_ranks(queries, features, targets, gallery_chunk=gallery_chunk, gallery_rows=gallery_rows)
+        np.testing.assert_array_equal(ranks, reference)
+    with pytest.raises(ValueError, match="index the gallery array's"):
+        target_ranks(queries, features, targets, gallery_rows=[0, len(features)])
+
+
 def test_hand_made_ranks():
     e1, e2 = [1.0, 0.0], [0.0, 1.0]
     gallery = np.array([e1, e1, e2, [-1.0, 0.0]])
@@ -100,6 +117,8 @@ def test_bad_inputs_are_refused():
         target_ranks(late_zero, gallery, [0, 1, 2, 0], block_size=2)
     with pytest.raises(ValueError, match="lie in \\[0, 3\\)"):
         target_ranks(np.eye(3), gallery, [0, 1, 3])
+    with pytest.raises(ValueError, match="lie in \\[0, 2\\)"):  # a gallery of 2 rows of the array
+        target_ranks(np.eye(3), gallery, [0, 1, 2], gallery_rows=[2, 0])
     with pytest.raises(ValueError, match="out_dim matches"):
         target_ranks(np.ones((2, 4)), gallery, [0, 1])
     with pytest.raises(ValueError, match="integer gallery indices"):

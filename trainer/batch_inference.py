@@ -109,8 +109,24 @@ def _collect(batches, expected_rows: int) -> dict[str, np.ndarray]:
 
 
 def _sorted_by_clip(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rows in clip_id order, one column at a time (the driver holds one column's extra copy at most)."""
+    """Rows in clip_id order; the feature columns are permuted in place (no second copy of a split's features)."""
     order = np.argsort(arrays["clip_id"].astype(str), kind="stable")
-    for name in list(arrays):
-        arrays[name] = arrays[name][order]
+    for name, values in arrays.items():
+        if values.ndim > 1:
+            _permute_in_place(values, order)
+        else:
+            arrays[name] = values[order]
     return arrays
+
+
+def _permute_in_place(values: np.ndarray, order: np.ndarray) -> None:
+    """values[:] = values[order], a row at a time along each cycle of the permutation (one row's extra copy)."""
+    placed = np.zeros(len(order), dtype=bool)
+    for start in np.flatnonzero(order != np.arange(len(order))):
+        if placed[start]:
+            continue
+        first, row = values[start].copy(), start
+        while order[row] != start:
+            values[row] = values[order[row]]
+            placed[row], row = True, order[row]
+        values[row], placed[row] = first, True

@@ -72,14 +72,15 @@ def format_table(rows: list[dict], split: str, gallery_size: int, gallery_by: st
     return "\n".join(lines)
 
 
-def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, gallery_features) -> bytes:
+def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets) -> bytes:
     """For a few queries (different videos), the true face then the top-5 retrieved.
 
     Only the figure's face crops are read (a second pass over the split's JPEG column): the split's
     thousands of others never reach this process's memory.
     """
-    # cosine, as in the ranking, without a unit copy of the gallery: scores divided by the rows' norms
-    gallery_norms = np.sqrt(np.einsum("ij,ij->i", gallery_features, gallery_features, dtype=np.float64))
+    # cosine, as in the ranking, without a copy of the gallery: every row's score divided by its norm
+    faces = rows["face_feature"]
+    norms = np.sqrt(np.einsum("ij,ij->i", faces, faces, dtype=np.float64))
     chosen, seen = [], set()
     for q, target in zip(queries, targets, strict=True):
         if target not in seen:
@@ -90,7 +91,7 @@ def retrieval_figure(data_uri: str, rows: dict, queries, gallery_rows, targets, 
     shown = []
     for q, target in chosen:
         prediction = rows["prediction"][q] / np.linalg.norm(rows["prediction"][q])
-        scores = (gallery_features @ prediction) / gallery_norms
+        scores = ((faces @ prediction) / norms)[gallery_rows]
         shown.append((q, target, np.argsort(-scores, kind="stable")[:PNG_TOP]))
     wanted = {rows["clip_id"][gallery_rows[g]] for _, target, top in shown for g in [target, *top]}
     jpegs = read_face_jpegs(data_uri, wanted)
@@ -115,8 +116,8 @@ def evaluate(args) -> dict:
     groups = rows["ytid"] if args.gallery_by == "ytid" else rows["clip_id"]
     gallery_rows, targets = gallery_indices(groups.astype(str), rows["clip_id"].astype(str), args.gallery_by)
     queries, gallery_rows, targets = sample_gallery(targets, gallery_rows, args.gallery_size, args.seed)
-    gallery_features, predictions = _rows(rows["face_feature"], gallery_rows), _rows(rows["prediction"], queries)
-    ranks = target_ranks(predictions, gallery_features, targets)
+    # the gallery is rows of the features, gathered a chunk at a time (no copy of a split's size)
+    ranks = target_ranks(_rows(rows["prediction"], queries), rows["face_feature"], targets, gallery_rows=gallery_rows)
     table = recall_table(ranks, len(gallery_rows), RANKS)
     print(format_table(table, args.split, len(gallery_rows), args.gallery_by))
     out = args.out or storage.join(args.model.rsplit("/", 1)[0] if "/" in args.model else ".", f"eval-{args.split}")
@@ -129,7 +130,7 @@ def evaluate(args) -> dict:
                       for q, r in zip(queries, ranks, strict=True)],
     }  # fmt: skip
     storage.write_json(storage.join(out, "eval.json"), report)
-    png = retrieval_figure(args.data, rows, queries, gallery_rows, targets, gallery_features)
+    png = retrieval_figure(args.data, rows, queries, gallery_rows, targets)
     storage.write_bytes(storage.join(out, "retrieval.png"), png)
     print(f"wrote {storage.join(out, 'eval.json')} and {storage.join(out, 'retrieval.png')}")
     return report

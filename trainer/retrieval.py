@@ -37,7 +37,7 @@ def gallery_indices(group_keys: np.ndarray, order_keys: np.ndarray, gallery_by: 
 def retrieval_ranks(predictions, faces, group_keys, order_keys, gallery_by: str = "ytid") -> tuple[np.ndarray, int]:
     """(rank of each query's true face, gallery size)."""
     gallery_rows, targets = gallery_indices(np.asarray(group_keys), np.asarray(order_keys), gallery_by)
-    ranks = target_ranks(predictions, np.asarray(faces)[gallery_rows], targets)
+    ranks = target_ranks(predictions, faces, targets, gallery_rows=gallery_rows)
     return ranks, len(gallery_rows)
 
 
