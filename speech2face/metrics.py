@@ -12,7 +12,8 @@ rounding the matrix products make. So ranks lie in 1..N, and for K >= N the reca
 is still reported, with the value at min(K, N), matching ``chance_recall``).
 
 Memory: queries go in blocks and the gallery in chunks, so no (Q, N) matrix is ever built; a
-100k x 100k evaluation holds one (block_size, gallery_chunk) similarity tile at a time, and no copy
+100k x 100k evaluation holds one (block_size, gallery_chunk) similarity tile and three unit-length
+row buffers (a query block, its targets, a gallery chunk), each allocated once and reused, and no copy
 of either side that grows with Q or N (a gallery that is some rows of a bigger array is passed as
 that array and the rows, and gathered a chunk at a time).
 """
@@ -43,20 +44,34 @@ def _rows_of(x, name: str) -> torch.Tensor:
     return tensor
 
 
-def _unit_rows(x, name: str, device: torch.device, first_row: int = 0) -> torch.Tensor:
-    """float32 rows scaled to unit length; zero or non-finite rows are refused, not ranked (named by
-    their index in the whole array: ``x`` may be the block of it that starts at ``first_row``)."""
-    tensor = _rows_of(x, name).to(device=device, dtype=torch.float32)
-    norms = tensor.norm(dim=1, keepdim=True)
-    # A NaN or zero row compares as "nothing beats the target" and would score a free hit.
-    bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0] + first_row
-    if len(bad_rows):
-        raise ValueError(
-            f"{name} rows {bad_rows[:10].tolist()} ({len(bad_rows)} of rows {first_row}-{first_row + len(tensor) - 1}) "
-            "are zero or not finite, so they have "
-            "no direction to rank by; drop those clips or fix the model/embedder that produced them"
-        )
-    return tensor / norms
+class _UnitRows:
+    """Rows of ``source`` scaled to unit length, written into one float32 buffer on ``device`` that every
+    call reuses: the ranking's working memory stays a few such buffers whatever the split's size (a new
+    array per chunk would be allocated and freed thousands of times, and the allocator keeps the churn).
+    Zero or non-finite rows are refused, not ranked."""
+
+    def __init__(self, source: torch.Tensor, name: str, device: torch.device, rows: int):
+        self.source, self.name = source, name
+        self.buffer = torch.empty((rows, source.shape[1]), dtype=torch.float32, device=device)
+
+    def __call__(self, index, count: int, first_row: int = 0) -> torch.Tensor:
+        """The ``count`` rows ``source[index]`` (a slice, or a tensor of row indices on the source's device),
+        valid until the next call; errors name rows by ``first_row`` + their position."""
+        rows = self.buffer[:count]
+        if isinstance(index, torch.Tensor) and self.source.dtype == rows.dtype and self.source.device == rows.device:
+            torch.index_select(self.source, 0, index, out=rows)
+        else:
+            rows.copy_(self.source[index])
+        norms = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+        # A NaN or zero row compares as "nothing beats the target" and would score a free hit.
+        bad_rows = torch.nonzero(~torch.isfinite(norms[:, 0]) | (norms[:, 0] <= NORM_EPS))[:, 0] + first_row
+        if len(bad_rows):
+            raise ValueError(
+                f"{self.name} rows {bad_rows[:10].tolist()} ({len(bad_rows)} of rows "
+                f"{first_row}-{first_row + count - 1}) are zero or not finite, so they have no direction to rank "
+                "by; drop those clips or fix the model/embedder that produced them"
+            )
+        return rows.div_(norms)
 
 
 class _TargetCopies:
@@ -125,13 +140,16 @@ def target_ranks(
             raise ValueError(f"gallery_rows must index the gallery array's {len(gallery)} rows; got one outside")
     gallery_size = len(gallery) if gallery_rows is None else len(gallery_rows)
 
-    def gallery_items(items) -> torch.Tensor:
+    def gallery_index(items):
         """Gallery items (a slice or index tensor of positions in the gallery) as rows of ``gallery``."""
-        return gallery[items] if gallery_rows is None else gallery[gallery_rows[items]]
+        return items if gallery_rows is None else gallery_rows[items]
+
+    gallery_unit = _UnitRows(gallery, "gallery", device, min(gallery_chunk, gallery_size))
 
     def gallery_chunks():
         for start in range(0, gallery_size, gallery_chunk):
-            yield _unit_rows(gallery_items(slice(start, start + gallery_chunk)), "gallery", device, first_row=start)
+            count = min(gallery_chunk, gallery_size - start)
+            yield gallery_unit(gallery_index(slice(start, start + count)), count, first_row=start)
 
     target_index = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets)
     if target_index.shape != (len(queries),) or target_index.is_floating_point():
@@ -144,17 +162,21 @@ def target_ranks(
         raise ValueError(f"targets must index the gallery, i.e. lie in [0, {gallery_size}); got an index outside")
 
     copies_of = _TargetCopies(gallery_chunks(), device)  # also refuses zero or non-finite gallery rows
+    block_rows = min(block_size, len(queries))
+    query_unit = _UnitRows(queries, "queries", device, block_rows)
+    target_unit = _UnitRows(gallery, "gallery", device, block_rows)
+    tile = torch.empty(block_rows * min(gallery_chunk, gallery_size), dtype=torch.float32, device=device)
     ranks = torch.empty(len(queries), dtype=torch.long, device=device)
     for start in range(0, len(queries), block_size):
-        block = _unit_rows(queries[start : start + block_size], "queries", device, first_row=start)
-        block_targets = target_index[start : start + block_size]
-        targets_unit = _unit_rows(gallery_items(block_targets.to(gallery.device)), "gallery", device)
-        target_similarity = (block * targets_unit).sum(dim=1, keepdim=True)
+        block = query_unit(slice(start, start + block_size), min(block_size, len(queries) - start), first_row=start)
+        block_targets = target_index[start : start + len(block)]
+        targets_unit = target_unit(gallery_index(block_targets.to(gallery.device)), len(block))
+        target_similarity = torch.einsum("ij,ij->i", block, targets_unit)[:, None]
         copy_rows, copy_columns = copies_of(block_targets)
         better = torch.zeros(len(block), dtype=torch.long, device=device)
         for chunk_start, chunk in zip(range(0, gallery_size, gallery_chunk), gallery_chunks(), strict=True):
-            similarity = block @ chunk.T
-            in_chunk = (copy_columns >= chunk_start) & (copy_columns < chunk_start + len(similarity.T))
+            similarity = torch.matmul(block, chunk.T, out=tile[: len(block) * len(chunk)].view(len(block), len(chunk)))
+            in_chunk = (copy_columns >= chunk_start) & (copy_columns < chunk_start + len(chunk))
             # the target's copies tie with it; their matmul value may differ from target_similarity by rounding
             similarity[copy_rows[in_chunk], copy_columns[in_chunk] - chunk_start] = -torch.inf
             better += (similarity > target_similarity).sum(dim=1)
