@@ -81,3 +81,20 @@ def test_the_decoder_step_benchmark_runs_the_trainers_step(tmp_path):
     assert [(row["preset"], row["flow_size"]) for row in report["results"]] == [("tiny", 32), ("tiny", None)]
     assert all(row["samples_per_s"] > 0 for row in report["results"])
     assert json.loads(out.read_text())["results"] == report["results"]
+
+
+def test_the_trainer_speed_benchmark_brackets_a_real_run_with_raw_steps(small_dataset, ray_address, tmp_path):
+    """benchmarks.trainer_speed: raw steps, a real 2-epoch trainer.train, raw steps; figures from its metrics.csv."""
+    out = tmp_path / "speed.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.trainer_speed", "--data", str(small_dataset),
+                             "--epochs", "2", "--steps", "2", "--batch-size", "4", "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env=os.environ | {"RAY_ADDRESS": ray_address})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [row["epoch"] for row in report["epochs"]] == [1, 2]
+    assert report["trainer_samples_per_s"] == report["epochs"][1]["samples_per_s"] > 0
+    assert report["raw_before"]["median"] > 0 and report["raw_after"]["median"] > 0
+    assert 0 < report["trainer_vs_raw"] and "trainer / raw =" in result.stdout
+    cpu = report["cpu_after_epoch_1"]  # the training worker was found among the processes and did the work
+    assert cpu["worker_cpu_s"] > 0 and cpu["others_cpu_s"] >= 0 and 0 < cpu["seconds"]
