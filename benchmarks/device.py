@@ -19,7 +19,6 @@ import argparse
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +32,6 @@ from PIL import Image
 
 from benchmarks import train_step
 from speech2face import audio, storage
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_rate(items: int, function, repeats: int, device: torch.device) -> float:
@@ -95,19 +92,15 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file:
 
 def trainer_epoch(work: Path, preset: str, clips: int, batch_size: int, use_gpu: bool) -> dict:
     """One epoch of the real trainer.train CLI on synthetic data; its own throughput figures."""
+    from benchmarks.trainer_speed import run_trainer
+
     data = work / "data"
     write_synthetic_data(data, clips, feature_dim=4096)
-    command = [sys.executable, "-m", "trainer.train", "--data", str(data), "--storage", str(work / "runs"),
-               "--name", "bench", "--preset", preset, "--epochs", "1", "--batch-size", str(batch_size),
-               "--cache-data", *(["--use-gpu"] if use_gpu else [])]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    if result.returncode != 0:
-        raise RuntimeError(f"trainer.train failed:\n{result.stderr[-3000:]}")
-    with open(work / "runs" / "bench" / "metrics.csv") as file:
-        header, row = (line.strip().split(",") for line in file.readlines()[:2])
-    metrics = dict(zip(header, row, strict=True))
-    return {"clips": clips, "batch_size": batch_size, "samples_per_s": float(metrics["samples_per_s"]),
-            "data_wait_frac": float(metrics["data_wait_frac"]), "epoch_s": float(metrics["epoch_s"])}  # fmt: skip
+    flags = ["--preset", preset, "--epochs", "1", "--batch-size", str(batch_size), "--cache-data",
+             *(["--use-gpu"] if use_gpu else [])]  # fmt: skip
+    (metrics,) = run_trainer(str(data), flags)
+    return {"clips": clips, "batch_size": batch_size, "samples_per_s": metrics["samples_per_s"],
+            "data_wait_frac": metrics["data_wait_frac"], "epoch_s": metrics["epoch_s"]}  # fmt: skip
 
 
 def markdown(report: dict) -> str:

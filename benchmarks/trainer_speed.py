@@ -82,28 +82,35 @@ def cpu_split(samples: list[tuple[float, dict]], start: float, end: float) -> di
             "others_share_of_machine": round(others / (seconds * os.cpu_count()), 3)}  # fmt: skip
 
 
-def trainer_epochs(data: str, preset: str, batch_size: int, frames: int, epochs: int) -> tuple[list[dict], dict]:
-    """metrics.csv rows of a real ``python -m trainer.train`` run with make demo's flags, and its CPU split."""
+def run_trainer(data: str, flags: list[str]) -> list[dict]:
+    """``python -m trainer.train --data DATA FLAGS`` in a scratch storage; its metrics.csv rows."""
     with tempfile.TemporaryDirectory() as runs:
-        command = [sys.executable, "-m", "trainer.train", "--data", data, "--storage", runs, "--name", "speed",
-                   "--epochs", str(epochs), "--lr", "1e-3", "--preset", preset, "--num-workers", "1",
-                   "--cpus-per-worker", "2", "--batch-size", str(batch_size), "--crop-frames", str(frames),
-                   "--amp", "auto", "--seed", "0", "--cache-data"]  # fmt: skip
-        samples, done = [], threading.Event()
+        command = [sys.executable, "-m", "trainer.train", "--data", data, "--storage", runs, "--name", "bench", *flags]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        if result.returncode != 0:
+            raise RuntimeError(f"trainer.train failed:\n{result.stderr[-3000:]}")
+        with open(Path(runs) / "bench" / "metrics.csv") as file:
+            return [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(file)]
 
-        def sample():  # once a second: the sampling's own CPU stays well under 1 % of a core
-            while not done.wait(1.0):
-                samples.append((time.time(), cpu_by_process()))
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+def trainer_epochs(data: str, preset: str, batch_size: int, frames: int, epochs: int) -> tuple[list[dict], dict]:
+    """metrics.csv rows of a real trainer.train run with make demo's flags, and its CPU split."""
+    flags = ["--epochs", str(epochs), "--lr", "1e-3", "--preset", preset, "--num-workers", "1", "--cpus-per-worker",
+             "2", "--batch-size", str(batch_size), "--crop-frames", str(frames), "--amp", "auto", "--seed", "0",
+             "--cache-data"]  # fmt: skip
+    samples, done = [], threading.Event()
+
+    def sample():  # once a second: the sampling's own CPU stays well under 1 % of a core
+        while not done.wait(1.0):
+            samples.append((time.time(), cpu_by_process()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        rows = run_trainer(data, flags)
+    finally:
         done.set()
         sampler.join()
-        if result.returncode != 0:
-            raise SystemExit(f"trainer.train failed:\n{result.stderr[-3000:]}")
-        with open(Path(runs) / "speed" / "metrics.csv") as file:
-            rows = [{key: float(value) for key, value in row.items() if value} for row in csv.DictReader(file)]
     return rows, cpu_split(samples, rows[0]["finished_at"], rows[-1]["finished_at"])
 
 
