@@ -33,6 +33,7 @@ def time_step(preset: str, batch_size: int, flow_size, device, steps: int, warmu
     spec = dataclasses.replace(DECODER_PRESETS[preset], flow_size=flow_size)
     decoder = FaceDecoder(128, spec).to(device)
     fast = choose_fast_path(device, "auto")
+    fast.configure_process()  # as trainer.train_decoder's workers do
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3, **fast_adam_kwargs(device))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     side = spec.resolution

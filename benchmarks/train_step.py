@@ -1,7 +1,8 @@
 """Training-step throughput of the voice encoder, per variant and batch size, against the Keras reference.
 
 One step = forward, the paper's loss (L1 + 0.025 L2norm + 200 distillation through a frozen VGG-Face
-fc8, T = 2), backward and Adam, on random data of the real shapes (598 x 257 x 2 -> 4096). Prints
+fc8, T = 2; or --loss l2norm, the seed's, which trainer.train and the Keras reference train with),
+backward and Adam, on random data of the real shapes (598 x 257 x 2 -> 4096). Prints
 samples/s, achieved TFLOP/s and % of the device's peak. FLOPs are counted from the model with
 torch.utils.flop_counter on one forward + backward; the peaks are measured here with large matmuls
 (at the start and the end; the higher is kept). Step times are the best of the timed steps (the
@@ -9,7 +10,9 @@ median is in the JSON): on a shared machine the best is the least disturbed, for
 
 Variants are '+'-joined features: fp32 (nothing), channels_last, bf16 (autocast), compile
 (torch.compile), fused_adam, bf16_head (the FC head under autocast too, as before the encoder kept
-its first FC in fp32: for A/B); "fast" is what speech2face.perf.fast_path picks on this device;
+its first FC in fp32: for A/B), process_settings (FastPathChoice.configure_process: on CPU glibc keeps
+freed memory, on CUDA cuDNN searches its algorithms; process-wide, so the variants after it keep it);
+"fast" is what speech2face.perf.fast_path picks on this device;
 "trainer" is exactly trainer.train's step: the spectrogram of the stored int16 waveform (audio.model_input, cropped to
 --frames), then speech2face.perf.train_step on the fast path (--amp auto).
 
@@ -40,7 +43,7 @@ from speech2face.models import VoiceEncoder
 from speech2face.perf import choose_fast_path, train_step
 from speech2face.vggface import FEATURE_DIM, VGGFace
 
-FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head", "trainer")
+FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head", "process_settings", "trainer")
 DEFAULT_VARIANTS = ",".join(
     [
         "fp32",
@@ -59,13 +62,13 @@ LOSSES = {"paper": LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=
 def parse_variant(name: str, device: torch.device) -> frozenset[str]:
     """'bf16+channels_last' -> {'bf16', 'channels_last'}; 'fast' expands to speech2face.perf's choice."""
     features = set()
+    native_bf16 = choose_fast_path(device).amp_dtype == torch.bfloat16
+    fast = {"channels_last", "fused_adam", "process_settings"} | ({"bf16"} if native_bf16 else set())
     for part in name.split("+"):
         if part == "fast":
-            choice = choose_fast_path(device)
-            features |= {"channels_last", "fused_adam"} | ({"bf16"} if choice.amp_dtype == torch.bfloat16 else set())
+            features |= fast
         elif part == "trainer":  # its bf16 is the fast path's choice (the label picks the peak to compare to)
-            native = choose_fast_path(device).amp_dtype == torch.bfloat16
-            features |= {"trainer", "channels_last", "fused_adam"} | ({"bf16"} if native else set())
+            features |= fast | {"trainer"}
         elif part in FEATURES:
             features.add(part)
         else:
@@ -148,6 +151,8 @@ def time_variant(
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in features)
     choice = choose_fast_path(device)
     scaler = torch.amp.GradScaler(device.type, enabled=choice.amp_dtype == torch.float16)
+    if "process_settings" in features:
+        choice.configure_process()
 
     def step() -> float:
         if "trainer" in features:  # the very functions trainer.train's loop calls, from the waveform on
@@ -242,7 +247,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", default="2", help="comma-separated, e.g. 1,2")
     parser.add_argument("--frames", type=int, default=NUM_FRAMES, help="spectrogram frames (trainer's --crop-frames)")
     parser.add_argument("--out-dim", type=int, default=FEATURE_DIM, help="face feature size (128 for dlib data)")
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="paper", help="paper: L1 + L2norm + distillation")
+    parser.add_argument(
+        "--loss",
+        choices=sorted(LOSSES),
+        default="paper",
+        help="paper: L1 + L2norm + distillation; l2norm: the seed's, as trainer.train and Keras",
+    )
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (best reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (compile happens here)")
@@ -267,12 +277,7 @@ def main(argv=None) -> None:
         flops = count_step_flops(args.preset, batch_size, args.frames, args.out_dim, args.loss)
         print(f"# batch {batch_size}: {flops / batch_size / 1e9:.0f} GFLOP per sample per step (counted)", flush=True)
         keras = None
-        if not args.no_keras and (args.preset, args.frames, args.out_dim, args.loss) == (
-            "paper",
-            NUM_FRAMES,
-            FEATURE_DIM,
-            "paper",
-        ):
+        if not args.no_keras and (args.preset, args.frames, args.out_dim) == ("paper", NUM_FRAMES, FEATURE_DIM):
             keras = run_keras_reference(batch_size, args.steps, args.warmup, args.threads)
             keras.update(features=[], flops_per_step=flops, tflops=flops / keras["step_s"] / 1e12, ratio_to_keras=1.0)
             report["results"].append(keras)

@@ -1,4 +1,9 @@
-"""The training fast path: bf16 only where the hardware has it, channels_last, fused Adam, FC1 in fp32."""
+"""The training fast path: bf16 only where the hardware has it, channels_last, fused Adam, FC1 in fp32,
+freed memory kept for reuse on CPU."""
+
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -52,3 +57,30 @@ def test_first_fc_stays_fp32_under_autocast():
     assert out.dtype == torch.bfloat16
     with torch.no_grad():
         assert encoder(torch.randn(1, 264, 257, 2)).dtype == torch.float32
+
+
+_REALLOCATE = """
+import resource, sys, torch
+from speech2face.perf import choose_fast_path
+if sys.argv[1] == "fast_path":
+    choose_fast_path("cpu").configure_process()
+size = 256 * 2**20
+torch.ones(size, dtype=torch.uint8)  # allocated, touched and freed, as a training step's activations are
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(size, dtype=torch.uint8)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _page_faults_of_a_second_allocation(mode: str) -> int:
+    done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def test_the_cpu_fast_path_reuses_freed_memory_without_faulting_it_in_again():
+    # process-wide, so each case runs in its own process; glibc by default unmaps a freed 256 MB block
+    assert choose_fast_path("cpu").keep_freed_memory
+    pages = 256 * 2**20 // resource.getpagesize()
+    default, fast = _page_faults_of_a_second_allocation("default"), _page_faults_of_a_second_allocation("fast_path")
+    assert fast < 0.01 * pages, (fast, pages)
+    assert default > 10 * max(fast, 1), (default, fast)

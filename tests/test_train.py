@@ -90,7 +90,8 @@ def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
     assert config["num_workers"] == 2 and config["preset"] == "tiny" and config["epochs"] == 2
     expected_amp = "bf16" if cpu_has_native_bf16() else "off"  # the test runs --amp auto on CPU
     assert config["fast_path"] == {"device": "cpu", "amp_dtype": expected_amp, "channels_last": True,
-                                   "fused_adam": True, "reason": config["fast_path"]["reason"]}  # fmt: skip
+                                   "fused_adam": True, "keep_freed_memory": True,
+                                   "reason": config["fast_path"]["reason"]}  # fmt: skip
     for name in ("curves.png", "model.safetensors", "model.json", "checkpoint_manager_snapshot.json"):
         assert storage.exists(storage.join(run_uri, name)), name
     assert storage.list_files(storage.join(run_uri, "tensorboard"), suffix=".0")  # an event file

@@ -135,6 +135,7 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     torch.manual_seed(config.seed)
     fast = choose_fast_path(device, config.amp)
+    fast.configure_process()
     plain = FaceDecoder(loop_config["in_dim"], config.preset, loop_config["mean_shape_px"],
                         loop_config["mean_feature"]).to(device)  # fmt: skip
     model = ray.train.torch.prepare_model(plain)

@@ -79,7 +79,8 @@ def fast_path_record(choice: FastPathChoice) -> dict:
     """What the fast path picked on a worker, as config.json records it."""
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[choice.amp_dtype]
     return {"device": choice.device.type, "amp_dtype": amp, "channels_last": choice.channels_last,
-            "fused_adam": fast_adam_kwargs(choice.device)["fused"], "reason": choice.reason}  # fmt: skip
+            "fused_adam": fast_adam_kwargs(choice.device)["fused"], "keep_freed_memory": choice.keep_freed_memory,
+            "reason": choice.reason}  # fmt: skip
 
 
 def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, frozen, device, epoch, step,
@@ -153,6 +154,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     # speech2face.perf's fast path on every device: bf16 autocast where it is native, channels_last, fused Adam
     fast = choose_fast_path(device, config.amp)
+    fast.configure_process()
     model = VoiceEncoder(config.preset, out_dim).to(device, memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     plain_model = model.module if hasattr(model, "module") else model
@@ -163,7 +165,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:  # the driver wrote config.json; the device's choice is known only here
         record = config.to_dict() | {"fast_path": fast_path_record(fast)}
         storage.write_json(storage.join(run_uri, "config.json"), record)
-        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam")
+        kept = "; freed memory kept for reuse" if fast.keep_freed_memory else ""
+        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam{kept}")
     classifier = _classifier(loop_config.get("distill"), device)
     distill = config.loss_distill if classifier else 0.0
     # the frozen networks some losses go through: VGG-Face's fc8 (distillation), the face decoder's f_dec
