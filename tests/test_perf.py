@@ -4,6 +4,7 @@ freed memory kept for reuse on CPU."""
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +74,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _page_faults_of_a_second_allocation(mode: str) -> int:
-    done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).parents[1])  # fmt: skip
     return int(done.stdout.split()[-1])
 
 
