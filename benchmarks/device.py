@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from benchmarks import train_step
+from benchmarks.trainer_speed import run_trainer
 from speech2face import audio, storage
 
 
@@ -92,8 +93,6 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file:
 
 def trainer_epoch(work: Path, preset: str, clips: int, batch_size: int, use_gpu: bool) -> dict:
     """One epoch of the real trainer.train CLI on synthetic data; its own throughput figures."""
-    from benchmarks.trainer_speed import run_trainer
-
     data = work / "data"
     write_synthetic_data(data, clips, feature_dim=4096)
     flags = ["--preset", preset, "--epochs", "1", "--batch-size", str(batch_size), "--cache-data",

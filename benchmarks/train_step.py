@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -166,17 +167,27 @@ def time_variant(
         optimizer.step()
         return losses["total"].item()  # also waits for the device
 
-    times = []
+    times, faults, rss_mb = [], [], []
     for _ in range(warmup + steps):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+        rss_mb.append(_rss_mb())
         if not torch.isfinite(torch.tensor(loss)):
             raise RuntimeError(f"non-finite loss {loss} in variant {sorted(features)}")
     timed = times[warmup:]
     profile_table = profile_step(step, device) if profile else None
     return {"profile": profile_table, "first_step_s": times[0], "step_times_s": timed, "step_s": min(timed),
-            "median_step_s": statistics.median(timed)}  # fmt: skip
+            "median_step_s": statistics.median(timed), "page_faults_per_step": faults[warmup:],
+            "rss_mb_after_step": rss_mb[warmup:]}  # fmt: skip
+
+
+def _rss_mb() -> int:
+    """This process's resident memory now (Linux), in MB."""
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * resource.getpagesize() // 2**20
 
 
 def profile_step(step, device: torch.device, rows: int = 15) -> str:
@@ -296,7 +307,9 @@ def main(argv=None) -> None:
                 row["ratio_to_keras"] = row["s_per_sample"] / keras["s_per_sample"]
             report["results"].append(row)
             steps = ", ".join(f"{t:.2f}" for t in timing["step_times_s"])
-            print(f"  {name}: {row['step_s']:.2f} s/step (steps {steps})", flush=True)
+            print(f"  {name}: {row['step_s']:.2f} s/step (steps {steps}); page faults a step "
+                  f"{timing['page_faults_per_step']}, RSS after the last {timing['rss_mb_after_step'][-1]} MB",
+                  flush=True)  # fmt: skip
     for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         peaks[name] = max(peaks[name], measure_peak_tflops(device, dtype))
     report["peak_tflops"] = peaks
