@@ -14,7 +14,7 @@ its first FC in fp32: for A/B), process_settings (FastPathChoice.configure_proce
 freed memory, on CUDA cuDNN searches its algorithms; process-wide, so the variants after it keep it);
 "fast" is what speech2face.perf.fast_path picks on this device;
 "trainer" is exactly trainer.train's step: the spectrogram of the stored int16 waveform (audio.model_input, cropped to
---frames), then speech2face.perf.train_step on the fast path (--amp auto).
+--frames), then speech2face.perf.train_step on the fast path (--amp auto, --compile auto: compiled on CUDA).
 
     python -m benchmarks.train_step --batch-sizes 2 --steps 3 --warmup 1 --json /tmp/train_step.json
     # the demo's training step (tiny preset, 300-frame crops, 128-D dlib features, L2norm loss):
@@ -63,13 +63,14 @@ LOSSES = {"paper": LossWeights(l1=1.0, l2norm=0.025, distill=200.0, temperature=
 def parse_variant(name: str, device: torch.device) -> frozenset[str]:
     """'bf16+channels_last' -> {'bf16', 'channels_last'}; 'fast' expands to speech2face.perf's choice."""
     features = set()
-    native_bf16 = choose_fast_path(device).amp_dtype == torch.bfloat16
+    trainer_path = choose_fast_path(device, compile="auto")  # what trainer.train picks by default
+    native_bf16 = trainer_path.amp_dtype == torch.bfloat16
     fast = {"channels_last", "fused_adam", "process_settings"} | ({"bf16"} if native_bf16 else set())
     for part in name.split("+"):
         if part == "fast":
             features |= fast
         elif part == "trainer":  # its bf16 is the fast path's choice (the label picks the peak to compare to)
-            features |= fast | {"trainer"}
+            features |= fast | {"trainer"} | ({"compile"} if trainer_path.compile else set())
         elif part in FEATURES:
             features.add(part)
         else:

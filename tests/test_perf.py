@@ -26,6 +26,14 @@ def test_cpu_bf16_follows_the_cpu_flags():
         choose_fast_path("cpu", amp="half")
 
 
+def test_compile_is_chosen_on_cuda_only_unless_asked():
+    assert choose_fast_path("cpu", compile="auto").compile is False  # slower on CPU (benchmarks/RESULTS.md)
+    assert choose_fast_path("cpu", compile="on").compile is True
+    assert choose_fast_path("cpu", compile=True).compile is True
+    with pytest.raises(ValueError, match="compile must be one of"):
+        choose_fast_path("cpu", compile="yes")
+
+
 def test_fast_path_trains_the_tiny_encoder_in_channels_last():
     torch.manual_seed(0)
     model, autocast = fast_path(VoiceEncoder("tiny", out_dim=128), "cpu", amp="bf16")

@@ -90,21 +90,23 @@ def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
     assert config["num_workers"] == 2 and config["preset"] == "tiny" and config["epochs"] == 2
     expected_amp = "bf16" if cpu_has_native_bf16() else "off"  # the test runs --amp auto on CPU
     assert config["fast_path"] == {"device": "cpu", "amp_dtype": expected_amp, "channels_last": True,
-                                   "fused_adam": True, "keep_freed_memory": True,
+                                   "fused_adam": True, "keep_freed_memory": True, "compile": False,
                                    "reason": config["fast_path"]["reason"]}  # fmt: skip
     for name in ("curves.png", "model.safetensors", "model.json", "checkpoint_manager_snapshot.json"):
         assert storage.exists(storage.join(run_uri, name)), name
     assert storage.list_files(storage.join(run_uri, "tensorboard"), suffix=".0")  # an event file
     assert 1 <= len(checkpoint_dirs(run_uri)) <= 2  # the best by val R@10 and the last
 
-    resumed_after = time.time()
-    second = check(run("trainer.train", *args, "--epochs", "3"))
+    resumed_after = time.time()  # compiled this time (CUDA's default): the checkpoint's weights load either way
+    second = check(run("trainer.train", *args, "--epochs", "3", "--compile", "on"))
     assert "resuming" in second.stdout + second.stderr and "after epoch 2" in second.stdout + second.stderr
     resumed = read_metrics(run_uri)
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     assert resumed[:2] == rows  # epochs 1-2 were not retrained: their rows are unchanged
     assert resumed[2]["finished_at"] > resumed_after and resumed[2]["step"] == 3 * rows[0]["step"]
-    assert storage.read_json(storage.join(run_uri, "config.json"))["epochs"] == 3
+    assert np.isfinite(resumed[2]["train_loss"]) and np.isfinite(resumed[2]["val_loss"])
+    resumed_config = storage.read_json(storage.join(run_uri, "config.json"))
+    assert resumed_config["epochs"] == 3 and resumed_config["fast_path"]["compile"] is True
 
     # model.safetensors loads without Ray, straight from S3 (the env has the S3 settings)
     probe = check(subprocess.run([sys.executable, "-c", LOAD_WITHOUT_RAY, storage.join(run_uri, "model.safetensors")],

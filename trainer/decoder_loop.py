@@ -87,7 +87,7 @@ def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generat
             sums[name] = sums.get(name, 0.0) + value.detach().double() * len(faces)
         count += len(faces)
     names = sorted(sums) or ["total"]
-    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64)
+    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64, device=device)
     if training and dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     row = {f"{split}_{n}": float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}

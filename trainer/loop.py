@@ -80,7 +80,7 @@ def fast_path_record(choice: FastPathChoice) -> dict:
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "off"}[choice.amp_dtype]
     return {"device": choice.device.type, "amp_dtype": amp, "channels_last": choice.channels_last,
             "fused_adam": fast_adam_kwargs(choice.device)["fused"], "keep_freed_memory": choice.keep_freed_memory,
-            "reason": choice.reason}  # fmt: skip
+            "compile": choice.compile, "reason": choice.reason}  # fmt: skip
 
 
 def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, frozen, device, epoch, step,
@@ -109,7 +109,7 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, fro
             sums[name] = sums.get(name, 0.0) + value.detach().double() * rows
     # mean over every worker's rows
     names = sorted(sums) or ["total"]
-    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64)
+    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64, device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
@@ -153,11 +153,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(config.seed)  # same init everywhere (DDP also broadcasts rank 0's)
 
     # speech2face.perf's fast path on every device: bf16 autocast where it is native, channels_last, fused Adam
-    fast = choose_fast_path(device, config.amp)
+    fast = choose_fast_path(device, config.amp, config.compile)
     fast.configure_process()
     model = VoiceEncoder(config.preset, out_dim).to(device, memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     plain_model = model.module if hasattr(model, "module") else model
+    step_model = torch.compile(model) if fast.compile else model  # same parameters; validation runs plain_model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                  eps=config.adam_eps, **fast_adam_kwargs(device))  # fmt: skip
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_steps, gamma=config.lr_decay)
@@ -166,7 +167,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         record = config.to_dict() | {"fast_path": fast_path_record(fast)}
         storage.write_json(storage.join(run_uri, "config.json"), record)
         kept = "; freed memory kept for reuse" if fast.keep_freed_memory else ""
-        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam{kept}")
+        compiled = "; torch.compile (the first steps compile)" if fast.compile else ""
+        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam{kept}{compiled}")
     classifier = _classifier(loop_config.get("distill"), device)
     distill = config.loss_distill if classifier else 0.0
     # the frozen networks some losses go through: VGG-Face's fc8 (distillation), the face decoder's f_dec
@@ -180,7 +182,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         log(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
-        train_means, state["global_step"], speed = _train_epoch(config, model, optimizer, scheduler, scaler, fast,
+        train_means, state["global_step"], speed = _train_epoch(config, step_model, optimizer, scheduler, scaler, fast,
                                                                 weights, frozen, device, epoch,
                                                                 state["global_step"], run_uri)  # fmt: skip
         row = {"epoch": epoch, "train_loss": train_means.pop("total")}

@@ -69,8 +69,8 @@ def best_config(best: dict, args) -> dict:
     command = ["python", "-m", "trainer.train", "--data", args.data, "--storage", args.storage,
                "--name", f"{args.name}-best", "--preset", args.preset, "--epochs", str(args.epochs),
                "--batch-size", str(args.batch_size), "--num-workers", str(args.workers_per_trial),
-               "--cpus-per-worker", f"{args.cpus_per_worker:g}", "--amp", args.amp, "--seed", str(args.seed),
-               *train_flags(params)]  # fmt: skip
+               "--cpus-per-worker", f"{args.cpus_per_worker:g}", "--amp", args.amp, "--compile", args.compile,
+               "--seed", str(args.seed), *train_flags(params)]  # fmt: skip
     if args.crop_frames:
         command += ["--crop-frames", str(args.crop_frames)]
     if args.cache_data:

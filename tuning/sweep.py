@@ -17,6 +17,7 @@ import os
 import sys
 
 from speech2face import storage
+from speech2face.perf import COMPILE_CHOICES
 from trainer.config import AMP_MODES, TrainConfig
 from trainer.data import manifest_of
 from trainer.train import TrainSetupError, build_trainer, loop_config_for
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the search (and of every trial's training)")
     p.add_argument("--vggface-weights", help="as for trainer.train: the weights the data was embedded with")
     p.add_argument("--amp", choices=AMP_MODES, default="auto", help="as for trainer.train")
+    p.add_argument(
+        "--compile", choices=COMPILE_CHOICES, default="auto", help="as for trainer.train (each trial compiles)"
+    )
     p.add_argument("--crop-frames", type=int, help="as for trainer.train: train on random crops this long")
     p.add_argument("--cache-data", action="store_true", help="as for trainer.train: read the data once per trial")
     p.add_argument("--l2norm-range", nargs=2, type=float, metavar=("LOW", "HIGH"), default=SearchSpace.l2norm_range)
@@ -165,7 +169,7 @@ def base_train_config(args, distill: bool) -> dict:
         preset=args.preset, num_workers=args.workers_per_trial, use_gpu=args.use_gpu,
         cpus_per_worker=args.cpus_per_worker, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         vggface_weights=args.vggface_weights if distill else None, max_failures=1, amp=args.amp,
-        crop_frames=args.crop_frames, cache_data=args.cache_data, decoder=args.decoder,
+        compile=args.compile, crop_frames=args.crop_frames, cache_data=args.cache_data, decoder=args.decoder,
     ).to_dict()  # fmt: skip
 
 
