@@ -104,7 +104,7 @@ class FastPathChoice:
 def choose_fast_path(device: torch.device | str, amp: str = "auto", compile: bool | str = False) -> FastPathChoice:
     """The fast-path settings for ``device``. ``amp``: "auto" (bf16 where native, else fp32), "bf16",
     "fp16" (CUDA only) or "off". ``compile``: a bool, or one of COMPILE_CHOICES, where "auto" compiles
-    on CUDA only (on an H200 it made the paper encoder's step 1.5x faster; on CPU it made it slower)."""
+    on CUDA only (on an H200 it made the paper encoder's step 1.5x faster; on CPU it made that step slower)."""
     device = torch.device(device)
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")

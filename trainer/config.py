@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=COMPILE_CHOICES,
         default=d.compile,
         help="torch.compile the training step's forward and backward; auto = on CUDA only (there it made "
-        "the paper encoder's step 1.5x faster; on CPU it made it slower). The first steps of each batch "
+        "the paper encoder's step 1.5x faster; on CPU it made that step slower). The first steps of each batch "
         "shape take longer while it compiles",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed for initialisation and shuffling")
