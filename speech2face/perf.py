@@ -8,8 +8,9 @@ What pays was measured by benchmarks/train_step.py (figures in benchmarks/RESULT
 - **channels_last** weights: oneDNN and cuDNN both run NHWC convolutions without layout reorders.
 - **fused Adam** (``torch.optim.Adam(..., fused=True)``): one kernel over all 148 M parameters
   instead of a dozen passes; about 4x faster than the default on CPU.
-- **torch.compile** is off unless asked for: it fuses BatchNorm/ReLU/max-pool, but compiling takes
-  minutes and it only pays over long runs (see RESULTS.md).
+- **torch.compile** is off in :func:`fast_path` unless asked for; ``trainer.train`` asks on CUDA
+  (``--compile auto``), where it made the paper encoder's step 1.5x faster on an H200. On CPU it
+  made that step slower, and compiling takes a minute or more per batch shape (see RESULTS.md).
 - **freed memory stays in the process** on CPU (glibc's malloc, :func:`keep_freed_memory`): by default
   every block over 32 MB is a fresh mmap, so each step page-faults its activations and gradients in
   again, the kernel zeroing every page; that was 13 % of the paper encoder's CPU step.

@@ -1,7 +1,8 @@
 """Ray Train checkpoints of a training loop: every stateful object's state_dict plus the loop's own state.
 
 Shared by the voice encoder's loop and the face decoder's: ``objects`` maps a file stem to anything
-with state_dict()/load_state_dict() (model, optimizer, scheduler, grad scaler).
+with state_dict()/load_state_dict() (model, optimizer, scheduler, grad scaler). So are the epoch's
+bookkeeping helpers below (batch wait times, losses averaged over workers).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import ray.train
 import torch
+import torch.distributed as dist
 
 
 def restore(objects: dict) -> dict:
@@ -46,3 +48,17 @@ def timed(batches):
         except StopIteration:
             return
         yield time.perf_counter() - started, batch
+
+
+def mean_over_workers(sums: dict, count: int, device: torch.device, reduce: bool = True) -> tuple[dict, int]:
+    """Per-row means of the summed losses over every worker's rows (``reduce``), and the rows counted.
+
+    The sums stay on ``device``: NCCL all-reduces only GPU tensors (gloo, on CPU, any).
+    """
+    names = sorted(sums) or ["total"]
+    totals = torch.stack([torch.as_tensor(value, dtype=torch.float64, device=device)
+                          for value in (count, *(sums.get(name, 0.0) for name in names))])  # fmt: skip
+    if reduce and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    total_count, *values = totals.tolist()
+    return {name: value / max(total_count, 1) for name, value in zip(names, values, strict=True)}, int(total_count)

@@ -18,7 +18,6 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from speech2face import storage
@@ -86,14 +85,11 @@ def _epoch(model, plain, optimizer, scaler, fast, config, embed, device, generat
         for name, value in parts.items():
             sums[name] = sums.get(name, 0.0) + value.detach().double() * len(faces)
         count += len(faces)
-    names = sorted(sums) or ["total"]
-    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64, device=device)
-    if training and dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
-    row = {f"{split}_{n}": float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
+    means, total_count = checkpoints.mean_over_workers(sums, count, device, reduce=training)
+    row = {f"{split}_{name}": value for name, value in means.items()}
     if training:
         seconds = time.perf_counter() - started
-        row.update(samples_per_s=round(totals[0].item() / seconds, 2), data_wait_frac=round(waited / seconds, 4))
+        row.update(samples_per_s=round(total_count / seconds, 2), data_wait_frac=round(waited / seconds, 4))
     return row
 
 

@@ -17,7 +17,6 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
 from speech2face import audio, storage
 from speech2face.losses import LossWeights, total_loss
@@ -107,14 +106,9 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, fro
         count += rows
         for name, value in losses.items():  # summed on the device: no GPU sync per step
             sums[name] = sums.get(name, 0.0) + value.detach().double() * rows
-    # mean over every worker's rows
-    names = sorted(sums) or ["total"]
-    totals = torch.tensor([count] + [float(sums.get(n, 0.0)) for n in names], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(totals)
-    means = {n: float(v / max(totals[0].item(), 1)) for n, v in zip(names, totals[1:].tolist(), strict=True)}
+    means, total_count = checkpoints.mean_over_workers(sums, count, device)
     seconds = time.perf_counter() - started  # after the all-reduce: every step has finished on the device
-    speed = {"samples_per_s": round(totals[0].item() / seconds, 2), "data_wait_frac": round(waited / seconds, 4)}
+    speed = {"samples_per_s": round(total_count / seconds, 2), "data_wait_frac": round(waited / seconds, 4)}
     return means, step, speed
 
 
