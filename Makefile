@@ -14,7 +14,7 @@ SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox \
                chromium:chromium chromedriver:chromium-driver \
                /usr/share/pocketsphinx/test/data/librivox:pocketsphinx-testdata
 
-.PHONY: setup system-deps lint format test demo clean
+.PHONY: setup system-deps lint format test test-fast demo clean
 
 setup: system-deps $(STAMP)
 
@@ -45,8 +45,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Every tier: tests/unit, tests/integration (real tools, servers, Ray), tests/e2e (whole flows).
 test: setup lint
 	$(PY) -m pytest
+
+# The unit tier alone (in-process: no Ray, no subprocess, no server): the loop while changing a function.
+test-fast: setup
+	$(PY) -m pytest tests/unit
 
 # make demo DEMO_ARGS="--speakers 8 --test-speakers 3 --epochs 2 --trials 2 --sweep-epochs 1": a smaller run.
 DEMO_OUT  ?= demo_output

@@ -5,8 +5,8 @@ make the model's float32 input, (a) from a stored spectrogram (598 x 257 x 2 flo
 from the same float16 bits stored in an int16 column, (c) from the waveform (96,000 int16, 192 KB)
 through speech2face.audio.spectrogram on the CPU, and (d) the spectrogram computation alone.
 
-Part 2, the trainer's real input path (``trainer.data.split_datasets`` streaming Parquet through Ray
-Data into ``iter_torch_batches``, as trainer/loop.py reads it), on data in the clips/ layout with and
+Part 2, the trainer's real input path (``trainer.encoder.data.split_datasets`` streaming Parquet through Ray
+Data into ``iter_torch_batches``, as trainer/encoder/loop.py reads it), on data in the clips/ layout with and
 without the stored spectrogram: clips per CPU-second, counting every process on the machine (Ray's
 read tasks included), so run it on a quiet machine. Before: the model input is the stored
 spectrogram. After: the waveform is read and ``speech2face.audio.model_input`` runs on the device;
@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from speech2face import audio
+from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPECTROGRAM, SPLIT, TRAIN, WAVEFORM, YTID, tensor_array
 
 SENTENCE = "The quick brown fox jumps over the lazy dog while the speaker keeps on talking for a few seconds."
 
@@ -83,31 +84,38 @@ def write_clips_dir(path: str, waves: np.ndarray, with_spectrogram: bool, files:
     rng = np.random.default_rng(1)
     for index, part in enumerate(np.array_split(np.arange(len(waves)), files)):
         columns = {
-            "clip_id": [f"clip{i:07d}" for i in part], "ytid": [f"vid{i:07d}" for i in part],
-            "split": ["train"] * len(part), "waveform": pa.FixedShapeTensorArray.from_numpy_ndarray(waves[part]),
-            "face_feature": pa.FixedShapeTensorArray.from_numpy_ndarray(
-                rng.standard_normal((len(part), 4096)).astype(np.float32)),
-        }  # fmt: skip
+            CLIP_ID: [f"clip{i:07d}" for i in part],
+            YTID: [f"vid{i:07d}" for i in part],
+            SPLIT: [TRAIN] * len(part),
+            WAVEFORM: tensor_array(waves[part]),
+            FACE_FEATURE: tensor_array(rng.standard_normal((len(part), 4096)).astype(np.float32)),
+        }
         if with_spectrogram:
-            stored = audio.model_input(torch.from_numpy(waves[part])).to(torch.float16).numpy()
-            columns["spectrogram"] = pa.FixedShapeTensorArray.from_numpy_ndarray(stored)
+            columns[SPECTROGRAM] = tensor_array(
+                audio.model_input(torch.from_numpy(waves[part])).to(torch.float16).numpy()
+            )
         pq.write_table(pa.table(columns), os.path.join(path, "clips", f"part-{index:03d}.parquet"))
     return sum(entry.stat().st_size for entry in os.scandir(os.path.join(path, "clips")))
 
 
-def trainer_path_rate(data_dir: str, model_input, batch_size: int, passes: int, audio_column="waveform") -> dict:
+def trainer_path_rate(data_dir: str, model_input, batch_size: int, passes: int, audio_column=WAVEFORM) -> dict:
     """The best of ``passes`` epochs over the train split as the trainer streams it: clips/s and clips per CPU-s."""
-    from trainer.data import split_datasets
+    from trainer.encoder.data import split_datasets
 
     best = None
     for _ in range(passes):
-        dataset = split_datasets(data_dir, ("train",), audio_column=audio_column)["train"]
+        dataset = split_datasets(data_dir, (TRAIN,), audio_column=audio_column)[TRAIN]
         cpu, wall, clips = busy_cpu_seconds(), time.perf_counter(), 0
         for batch in dataset.iter_torch_batches(batch_size=batch_size):
             clips += len(model_input(batch))
         cpu, wall = busy_cpu_seconds() - cpu, time.perf_counter() - wall
-        figures = {"clips": clips, "wall_s": wall, "cpu_s": cpu, "clips_per_s": clips / wall,
-                   "clips_per_cpu_s": clips / cpu}  # fmt: skip
+        figures = {
+            "clips": clips,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "clips_per_s": clips / wall,
+            "clips_per_cpu_s": clips / cpu,
+        }
         if best is None or figures["clips_per_cpu_s"] > best["clips_per_cpu_s"]:
             best = figures
     return best
@@ -117,18 +125,23 @@ def trainer_path(waves: np.ndarray, work_dir: str, batch_size: int, passes: int)
     import ray
 
     old_dir, new_dir = os.path.join(work_dir, "with_spectrogram"), os.path.join(work_dir, "waveform_only")
-    sizes = {"with_spectrogram": write_clips_dir(old_dir, waves, True),
-             "waveform_only": write_clips_dir(new_dir, waves, False)}  # fmt: skip
+    sizes = {
+        "with_spectrogram": write_clips_dir(old_dir, waves, True),
+        "waveform_only": write_clips_dir(new_dir, waves, False),
+    }
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
         rates = {
             "before: stored spectrogram -> float32": trainer_path_rate(
-                old_dir, lambda batch: batch["spectrogram"].float(), batch_size, passes, "spectrogram"),
+                old_dir, lambda batch: batch[SPECTROGRAM].float(), batch_size, passes, SPECTROGRAM
+            ),
             "after: waveform read (STFT on the GPU)": trainer_path_rate(
-                new_dir, lambda batch: batch["waveform"], batch_size, passes),
+                new_dir, lambda batch: batch[WAVEFORM], batch_size, passes
+            ),
             "after: waveform + model_input on this CPU": trainer_path_rate(
-                new_dir, lambda batch: audio.model_input(batch["waveform"]), batch_size, passes),
-        }  # fmt: skip
+                new_dir, lambda batch: audio.model_input(batch[WAVEFORM]), batch_size, passes
+            ),
+        }
     finally:
         ray.shutdown()
     return {"bytes_per_clip_on_disk": {k: v / len(waves) for k, v in sizes.items()}, "rates": rates}
@@ -153,17 +166,17 @@ def main(argv=None) -> None:
         wave_path, spec_path = os.path.join(work_dir, "wave.parquet"), os.path.join(work_dir, "spec.parquet")
         bits_path = os.path.join(work_dir, "spec_bits.parquet")
         sizes = {
-            "waveform": write_column(wave_path, "waveform", waves),
-            "spectrogram": write_column(spec_path, "spectrogram", spectrograms),
-            "spectrogram_bits_as_int16": write_column(bits_path, "spectrogram", spectrograms.view(np.int16)),
+            WAVEFORM: write_column(wave_path, WAVEFORM, waves),
+            SPECTROGRAM: write_column(spec_path, SPECTROGRAM, spectrograms),
+            "spectrogram_bits_as_int16": write_column(bits_path, SPECTROGRAM, spectrograms.view(np.int16)),
         }
         batch = args.clips
 
         def from_spectrogram():
-            return read_column(spec_path, "spectrogram").float()
+            return read_column(spec_path, SPECTROGRAM).float()
 
         def from_waveform():
-            return audio.spectrogram(read_column(wave_path, "waveform").float() / audio.INT16_SCALE)
+            return audio.spectrogram(read_column(wave_path, WAVEFORM).float() / audio.INT16_SCALE)
 
         assert from_spectrogram().shape == from_waveform().shape == (batch, audio.NUM_FRAMES, audio.NUM_BINS, 2)
         int16_batch = torch.from_numpy(waves)
@@ -172,14 +185,15 @@ def main(argv=None) -> None:
             return audio.spectrogram(int16_batch.float() / audio.INT16_SCALE)
 
         seconds = {
-            "read_float16_spectrogram_only": best_of(args.repeats, lambda: read_column(spec_path, "spectrogram")),
+            "read_float16_spectrogram_only": best_of(args.repeats, lambda: read_column(spec_path, SPECTROGRAM)),
             "read_float16_spectrogram_to_float32": best_of(args.repeats, from_spectrogram),
             "read_spectrogram_bits_as_int16_to_float32": best_of(
-                args.repeats, lambda: read_column(bits_path, "spectrogram").view(torch.float16).float()),
-            "read_int16_waveform_only": best_of(args.repeats, lambda: read_column(wave_path, "waveform")),
+                args.repeats, lambda: read_column(bits_path, SPECTROGRAM).view(torch.float16).float()
+            ),
+            "read_int16_waveform_only": best_of(args.repeats, lambda: read_column(wave_path, WAVEFORM)),
             "read_int16_waveform_and_compute": best_of(args.repeats, from_waveform),
             "compute_spectrogram_only": best_of(args.repeats, compute_only),
-        }  # fmt: skip
+        }
         if args.trainer_clips:
             tiled = np.resize(waves, (args.trainer_clips, audio.NUM_SAMPLES))  # the clips repeated: same speech
             trainer = trainer_path(tiled, work_dir, batch_size=batch, passes=args.repeats)
@@ -202,8 +216,10 @@ def main(argv=None) -> None:
         print(f"trainer input path, {args.trainer_clips} clips, best of {args.repeats} epochs:")
         for kind, rate in trainer["rates"].items():
             per_cpu = rate["clips_per_cpu_s"]
-            print(f"{kind:>43}: {per_cpu:7.0f} clips per CPU-s ({per_cpu / before:4.1f}x), "
-                  f"{rate['clips_per_s']:6.0f} clips/s")  # fmt: skip
+            print(
+                f"{kind:>43}: {per_cpu:7.0f} clips per CPU-s ({per_cpu / before:4.1f}x), "
+                f"{rate['clips_per_s']:6.0f} clips/s"
+            )
     if args.json:
         with open(args.json, "w") as file:
             json.dump(result, file, indent=2)

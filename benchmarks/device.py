@@ -32,7 +32,7 @@ from PIL import Image
 
 from benchmarks import train_step
 from benchmarks.trainer_speed import run_trainer
-from speech2face import audio, storage
+from speech2face import audio
 
 
 def best_rate(items: int, function, repeats: int, device: torch.device) -> float:
@@ -54,7 +54,7 @@ def spectrogram_rate(device: torch.device, clips: int, repeats: int) -> float:
 
 
 def vggface_rate(device: torch.device, images: int, repeats: int) -> float:
-    from speech2face.vggface import VGGFaceEmbedder
+    from speech2face.embedders.vggface import VGGFaceEmbedder
 
     embedder = VGGFaceEmbedder(allow_random=True, device=device)
     crops = np.random.default_rng(0).integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
@@ -63,32 +63,39 @@ def vggface_rate(device: torch.device, images: int, repeats: int) -> float:
 
 def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file: int | None = None) -> None:
     """``clips`` random clips in the clips/ schema (train, plus a val tenth) and a manifest trainer.train reads."""
-    from pipelines.stages import clip_schema
+    from speech2face import dataset as ds
 
     rng = np.random.default_rng(0)
     waves = (rng.standard_normal((clips, audio.NUM_SAMPLES)) * 3000).astype(np.int16)
     jpeg = io.BytesIO()
     Image.fromarray(np.zeros((224, 224, 3), np.uint8)).save(jpeg, format="JPEG")
-    splits = ["val" if i % 10 == 0 else "train" for i in range(clips)]
+    splits = [ds.VAL if i % 10 == 0 else ds.TRAIN for i in range(clips)]
+    features = rng.standard_normal((clips, feature_dim)).astype(np.float32)
     columns = {
-        "clip_id": [f"synth{i:06d}_0.000_6.000" for i in range(clips)],
-        "ytid": [f"synth{i:06d}" for i in range(clips)],
-        "start": [0.0] * clips, "end": [6.0] * clips, "x": [0.5] * clips, "y": [0.5] * clips, "split": splits,
-        "waveform": pa.FixedShapeTensorArray.from_numpy_ndarray(waves),
-        "face_jpeg": [jpeg.getvalue()] * clips, "face_box": [[0, 224, 224, 0]] * clips, "frame_time": [0.0] * clips,
-        "face_feature": pa.FixedShapeTensorArray.from_numpy_ndarray(
-            rng.standard_normal((clips, feature_dim)).astype(np.float32)),
-        "embedder": ["synthetic"] * clips, "duration_s": [6.0] * clips,
-        "cpu_s": [dict.fromkeys(("download", "decode", "face", "feature"), 0.0)] * clips,
-    }  # fmt: skip
+        ds.CLIP_ID: [f"synth{i:06d}_0.000_6.000" for i in range(clips)],
+        ds.YTID: [f"synth{i:06d}" for i in range(clips)],
+        ds.START: [0.0] * clips,
+        ds.END: [6.0] * clips,
+        ds.X: [0.5] * clips,
+        ds.Y: [0.5] * clips,
+        ds.SPLIT: splits,
+        ds.WAVEFORM: ds.tensor_array(waves),
+        ds.FACE_JPEG: [jpeg.getvalue()] * clips,
+        ds.FACE_BOX: [[0, 224, 224, 0]] * clips,
+        ds.FRAME_TIME: [0.0] * clips,
+        ds.FACE_FEATURE: ds.tensor_array(features),
+        ds.EMBEDDER: ["synthetic"] * clips,
+        ds.DURATION_S: [6.0] * clips,
+        ds.CPU_S: [dict.fromkeys(ds.CPU_STAGES, 0.0)] * clips,
+    }
     (out / "clips").mkdir(parents=True)
-    table = pa.table(columns, schema=clip_schema(feature_dim, store_landmarks=False))
+    table = pa.table(columns, schema=ds.clip_schema(feature_dim, store_landmarks=False))
     step = rows_per_file or clips
     for index, start in enumerate(range(0, clips, step)):
         pq.write_table(table.slice(start, step), out / "clips" / f"synthetic-{index:04d}.parquet")
-    counts = {"clips": clips, "per_split": {"train": splits.count("train"), "val": splits.count("val")}}
-    embedder = {"name": "synthetic", "dim": feature_dim, "weights_sha256": "synthetic", "has_classifier": False}
-    storage.write_json(str(out / "manifest.json"), {"counts": counts, "embedder": embedder})
+    embedder = ds.EmbedderRecord(name="synthetic", dim=feature_dim, weights_sha256="synthetic")
+    per_split = {ds.TRAIN: splits.count(ds.TRAIN), ds.VAL: splits.count(ds.VAL)}
+    ds.Manifest(embedder, ds.Layout(store_landmarks=False), ds.Counts(clips=clips, per_split=per_split)).write(str(out))
 
 
 def trainer_epochs(work: Path, preset: str, clips: int, batch_size: int, use_gpu: bool) -> dict:
@@ -99,28 +106,52 @@ def trainer_epochs(work: Path, preset: str, clips: int, batch_size: int, use_gpu
     """
     data = work / "data"
     write_synthetic_data(data, clips, feature_dim=4096, rows_per_file=512)
-    flags = ["--preset", preset, "--epochs", "2", "--batch-size", str(batch_size), "--cache-data",
-             *(["--use-gpu"] if use_gpu else [])]  # fmt: skip
+    flags = [
+        "--preset",
+        preset,
+        "--epochs",
+        "2",
+        "--batch-size",
+        str(batch_size),
+        "--cache-data",
+        *(["--use-gpu"] if use_gpu else []),
+    ]
     first, second = run_trainer(str(data), flags)
-    return {"clips": clips, "batch_size": batch_size, "samples_per_s": second["samples_per_s"],
-            "data_wait_frac": second["data_wait_frac"], "epoch_s": second["epoch_s"],
-            "first_epoch": {key: first[key] for key in ("samples_per_s", "data_wait_frac", "epoch_s")}}  # fmt: skip
+    return {
+        "clips": clips,
+        "batch_size": batch_size,
+        "samples_per_s": second["samples_per_s"],
+        "data_wait_frac": second["data_wait_frac"],
+        "epoch_s": second["epoch_s"],
+        "first_epoch": {key: first[key] for key in ("samples_per_s", "data_wait_frac", "epoch_s")},
+    }
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Device benchmark: {report['machine']['device_name']}", "",
-             f"`{report['command']}`, {report['machine']['date']}; matmul peak bf16 "
-             f"{report['step']['peak_tflops']['bf16']:.1f} TFLOP/s, fp32 {report['step']['peak_tflops']['fp32']:.1f}.",
-             "", "| what | batch | samples/s | % of peak |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"# Device benchmark: {report['machine']['device_name']}",
+        "",
+        f"`{report['command']}`, {report['machine']['date']}; matmul peak bf16 "
+        f"{report['step']['peak_tflops']['bf16']:.1f} TFLOP/s, fp32 {report['step']['peak_tflops']['fp32']:.1f}.",
+        "",
+        "| what | batch | samples/s | % of peak |",
+        "|---|---:|---:|---:|",
+    ]
     for row in report["step"]["results"]:
-        lines.append(f"| train step {report['step']['preset']} `{row['name']}` | {row['batch_size']} | "
-                     f"{row['samples_per_s']:.2f} | {row['percent_of_peak']:.1f} % |")  # fmt: skip
-    lines.append(f"| spectrogram | {report['spectrogram']['clips']} | {report['spectrogram']['clips_per_s']:.0f} | |")
+        lines.append(
+            f"| train step {report['step']['preset']} `{row['name']}` | {row['batch_size']} | "
+            f"{row['samples_per_s']:.2f} | {row['percent_of_peak']:.1f} % |"
+        )
+    lines.append(
+        f"| spectrogram | {report['spectrogram_rate']['clips']} | {report['spectrogram_rate']['clips_per_s']:.0f} | |"
+    )
     lines.append(f"| VGG-Face embed | {report['vggface']['images']} | {report['vggface']['images_per_s']:.1f} | |")
     epoch = report["trainer"]
     for label, row in (("epoch 1", epoch["first_epoch"]), ("epoch 2", epoch)):
-        lines.append(f"| `trainer.train` {label} ({epoch['clips']} clips) | {epoch['batch_size']} | "
-                     f"{row['samples_per_s']:.2f} | data wait {100 * row['data_wait_frac']:.1f} % |")  # fmt: skip
+        lines.append(
+            f"| `trainer.train` {label} ({epoch['clips']} clips) | {epoch['batch_size']} | "
+            f"{row['samples_per_s']:.2f} | data wait {100 * row['data_wait_frac']:.1f} % |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -144,9 +175,25 @@ def main(argv=None) -> None:
 
         def step(batches: str, variants: str) -> None:
             step_json = Path(work) / "step.json"
-            train_step.main(["--preset", preset, "--batch-sizes", batches, "--variants", variants, "--no-keras",
-                             "--device", str(device), "--steps", "1" if quick else "5", "--warmup", "1",
-                             "--json", str(step_json)])  # fmt: skip
+            train_step.main(
+                [
+                    "--preset",
+                    preset,
+                    "--batch-sizes",
+                    batches,
+                    "--variants",
+                    variants,
+                    "--no-keras",
+                    "--device",
+                    str(device),
+                    "--steps",
+                    "1" if quick else "5",
+                    "--warmup",
+                    "1",
+                    "--json",
+                    str(step_json),
+                ]
+            )
             result = json.loads(step_json.read_text())
             if "step" in report:
                 report["step"]["results"] += result["results"]
@@ -156,14 +203,22 @@ def main(argv=None) -> None:
 
         step("2" if quick else "32,64,128", "fast")
         clips = 8 if quick else 256
-        report["spectrogram"] = {"clips": clips, "clips_per_s": spectrogram_rate(device, clips, 3)}
+        report["spectrogram_rate"] = {"clips": clips, "clips_per_s": spectrogram_rate(device, clips, 3)}
         images = 2 if quick else 128
         report["vggface"] = {"images": images, "images_per_s": vggface_rate(device, images, 2 if quick else 5)}
         save()
-        print(f"# spectrogram {report['spectrogram']['clips_per_s']:.0f} clips/s, VGG-Face "
-              f"{report['vggface']['images_per_s']:.1f} images/s", flush=True)  # fmt: skip
-        report["trainer"] = trainer_epochs(Path(work), preset, clips=40 if quick else 4096,
-                                          batch_size=4 if quick else 64, use_gpu=device.type == "cuda")  # fmt: skip
+        print(
+            f"# spectrogram {report['spectrogram_rate']['clips_per_s']:.0f} clips/s, VGG-Face "
+            f"{report['vggface']['images_per_s']:.1f} images/s",
+            flush=True,
+        )
+        report["trainer"] = trainer_epochs(
+            Path(work),
+            preset,
+            clips=40 if quick else 4096,
+            batch_size=4 if quick else 64,
+            use_gpu=device.type == "cuda",
+        )
         save()
         if not quick:  # last: compiling takes a minute or more per shape, so only at the middle batch size
             step("64", "fast+compile,trainer")

@@ -1,6 +1,7 @@
 """The seed's voice encoder rebuilt in tf-keras, as the speed reference for benchmarks/train_step.py.
 
-Built from the architecture facts (shared/notes/speech2face-facts.md), not from the seed's code:
+The seed is the student report by Talluri, Verma and Ankit (IIT Bombay), "Speech2Face: Learning the Face
+Behind a Voice". Built from the architecture of Oh et al. (CVPR 2019) and that report, not from its code:
 VALID 4x4 convs, each followed by ReLU then BatchNorm; 2x1 max-pools over time only; the last conv
 without activation; average over all time, ReLU, BatchNorm; FC 4096 + ReLU; FC 4096. Keras counts
 148,067,584 parameters (BatchNorm moving statistics included). One training step is the seed's:

@@ -21,10 +21,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.train_step import machine_info, measure_peak_tflops, synchronize
+from demo_corpus.corpus import CorpusConfig, generate_corpus
+from demo_corpus.server import serve_directory, url_template
 from pipelines import preprocess
-from speech2face.synth.corpus import CorpusConfig, generate_corpus
-from speech2face.synth.server import serve_directory, url_template
-from speech2face.vggface import VGGFaceEmbedder
+from speech2face.dataset import RANDOM_WEIGHTS
+from speech2face.embedders.vggface import VGGFaceEmbedder
 
 
 def pipeline_costs(corpus_dir: str, embedder: str, out_dir: str) -> dict:
@@ -32,14 +33,14 @@ def pipeline_costs(corpus_dir: str, embedder: str, out_dir: str) -> dict:
         started = time.perf_counter()
         summary = preprocess.run(preprocess.PreprocessConfig(
             csv=os.path.join(corpus_dir, "avspeech_train.csv"), out=out_dir, url_template=url_template(base_url),
-            face_embedder=embedder, vggface_weights="random" if embedder == "vggface" else None,
+            face_embedder=embedder, vggface_weights=RANDOM_WEIGHTS if embedder == "vggface" else None,
             cpus_per_actor=0.5))  # fmt: skip
         wall = time.perf_counter() - started
-    cpu = summary["cpu_s_per_clip"]
-    clips = summary["counts"]["clips"]
+    cpu = summary.cpu_s_per_clip
+    clips = summary.counts.clips
     return {
         "clips": clips,
-        "failures": summary["counts"]["failures"],
+        "failures": summary.counts.failures,
         "wall_s": round(wall, 1),
         "clips_per_s": round(clips / wall, 3),
         "cpu_s_per_clip": {stage: round(seconds, 3) for stage, seconds in cpu.items()},

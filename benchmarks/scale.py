@@ -10,7 +10,7 @@ dry-run: a synthetic CSV a size (valid 11-character ytids, 4 segments a video, A
 segments), then `python -m pipelines.preprocess --dry-run` in a subprocess, as a user runs it: its
 wall seconds and peak RSS (os.wait4).
 
-overhead: what Ray Data itself costs a row in the real plan (``preprocess.pipeline_stages``: its
+overhead: what Ray Data itself costs a row in the real plan (``pipelines.stages.pipeline_stages``: its
 blocks, batch sizes, pools and resources, and the Parquet write) with every stage's work replaced
 by a no-op (``streaming.without_work``), on a local Ray of this machine's CPUs.
 
@@ -62,8 +62,18 @@ def synthetic_csv(path: Path, rows: int, seed: int = 0) -> None:
 
 
 def measure_dry_run(csv: Path, out: Path) -> dict:
-    command = [sys.executable, "-m", "pipelines.preprocess", "--csv", str(csv), "--out", str(out),
-               "--face-embedder", "dlib", "--dry-run"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.preprocess",
+        "--csv",
+        str(csv),
+        "--out",
+        str(out),
+        "--face-embedder",
+        "dlib",
+        "--dry-run",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -72,8 +82,11 @@ def measure_dry_run(csv: Path, out: Path) -> dict:
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"dry run failed:\n{output[-3000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "last_line": output.strip().splitlines()[-1]}  # fmt: skip
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "last_line": output.strip().splitlines()[-1],
+    }
 
 
 def dry_run_sizes(rows_list: list[int]) -> list[dict]:
@@ -98,33 +111,37 @@ def _config(csv: str, out: str, **overrides):
 
 def overhead(rows_list: list[int]) -> list[dict]:
     """Seconds a row of the real plan with no-op stages, Parquet write included."""
-    import pandas as pd
     import ray
 
-    from pipelines import preprocess, streaming
+    from pipelines import stages, streaming
+    from pipelines.preprocess import ledger, sizing
+    from speech2face.dataset import EmbedderRecord
 
     results = []
     for rows in rows_list:
         with tempfile.TemporaryDirectory() as scratch:
             csv = Path(scratch) / "rows.csv"
             synthetic_csv(csv, rows)
-            todo = pd.read_csv(csv, header=None, names=["ytid", "start", "end", "x", "y"])
-            todo = todo.assign(clip_id=todo["ytid"] + "_" + todo["start"].astype(str), split="train", stage="",
-                               error="", reason="")  # fmt: skip
             config = _config(str(csv), str(Path(scratch) / "out"))
-            embedder = {"name": "dlib", "dim": 128}
+            failures = str(Path(scratch) / "f")
+            todo = ledger.todo_frame(ledger.read_segments(config, failures, write_failures=False))
+            embedder = EmbedderRecord(name="dlib", dim=128, weights_sha256="not used")
             resources = ray.cluster_resources()
-            sizes = preprocess.resource_defaults(config, resources, rows=rows)
-            plan = streaming.without_work(preprocess.pipeline_stages(config, str(Path(scratch) / "f"), embedder, sizes))
+            sizes = sizing.pool_sizes(config, resources, rows=rows)
+            plan = streaming.without_work(stages.pipeline_stages(config, failures, embedder, sizes))
             block_rows = streaming.rows_per_block(rows, resources["CPU"])
             started = time.perf_counter()
             dataset = streaming.apply_stages(streaming.source(todo, block_rows), plan)
-            dataset.write_parquet(
-                str(Path(scratch) / "out"), min_rows_per_file=preprocess.rows_per_file(config, embedder)
-            )
+            dataset.write_parquet(str(Path(scratch) / "out"), min_rows_per_file=sizing.rows_per_file(config, embedder))
             seconds = time.perf_counter() - started
-        results.append({"rows": rows, "rows_per_block": block_rows, "seconds": round(seconds, 2),
-                        "ms_per_row": round(1e3 * seconds / rows, 3)})  # fmt: skip
+        results.append(
+            {
+                "rows": rows,
+                "rows_per_block": block_rows,
+                "seconds": round(seconds, 2),
+                "ms_per_row": round(1e3 * seconds / rows, 3),
+            }
+        )
         print(
             f"{rows:>9} rows, {block_rows} a block: {seconds:7.1f} s, {1e3 * seconds / rows:6.2f} ms a row", flush=True
         )
@@ -133,8 +150,8 @@ def overhead(rows_list: list[int]) -> list[dict]:
 
 def unavailable(rows: int) -> dict:
     """The real pipeline over ``rows`` rows whose videos are all gone (404 from a loopback server)."""
+    from demo_corpus.server import serve_directory, url_template
     from pipelines import preprocess
-    from speech2face.synth.server import serve_directory, url_template
 
     with tempfile.TemporaryDirectory() as scratch, serve_directory(scratch) as (_, base_url):
         csv = Path(scratch) / "gone.csv"
@@ -143,10 +160,14 @@ def unavailable(rows: int) -> dict:
         started = time.perf_counter()
         summary = preprocess.run(config)
         seconds = time.perf_counter() - started
-    reasons = summary["counts"]["failures_per_reason"]
+    reasons = summary.counts.failures_per_reason
     assert reasons == {"unavailable": rows}, reasons
-    result = {"rows": rows, "seconds": round(seconds, 2), "ms_per_row": round(1e3 * seconds / rows, 1),
-              "failures_per_reason": reasons}  # fmt: skip
+    result = {
+        "rows": rows,
+        "seconds": round(seconds, 2),
+        "ms_per_row": round(1e3 * seconds / rows, 1),
+        "failures_per_reason": reasons,
+    }
     print(f"{rows} unavailable rows: {seconds:.1f} s, {result['ms_per_row']:.1f} ms a row", flush=True)
     return result
 
@@ -158,10 +179,11 @@ import sys
 from pathlib import Path
 from benchmarks.device import write_synthetic_data
 from speech2face.models import VoiceEncoder
-from trainer.model_io import save_model
+from speech2face.inference import save_model
 scratch, rows = Path(sys.argv[1]), int(sys.argv[2])
 write_synthetic_data(scratch / "data", rows, feature_dim=4096, rows_per_file=500)
-embedder = {"name": "synthetic", "dim": 4096, "weights_sha256": "synthetic"}
+from speech2face.dataset import Manifest
+embedder = Manifest.read(str(scratch / "data")).embedder.identity()
 save_model(VoiceEncoder("tiny", 4096), str(scratch / "model.safetensors"), {"epoch": 0, "embedder": embedder})
 """
 
@@ -200,8 +222,19 @@ def evaluate_memory(rows_list: list[int]) -> list[dict]:
         with tempfile.TemporaryDirectory() as scratch:
             data, model = Path(scratch) / "data", Path(scratch) / "model.safetensors"
             subprocess.run([sys.executable, "-c", WRITE_DATA, scratch, str(rows)], check=True)
-            command = [sys.executable, "-m", "trainer.evaluate", "--data", str(data), "--model", str(model),
-                       "--split", "train", "--out", str(Path(scratch) / "eval")]  # fmt: skip
+            command = [
+                sys.executable,
+                "-m",
+                "trainer.evaluate",
+                "--data",
+                str(data),
+                "--model",
+                str(model),
+                "--split",
+                "train",
+                "--out",
+                str(Path(scratch) / "eval"),
+            ]
             started = time.perf_counter()
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             parts = _sample_rss_parts(process.pid)
@@ -210,22 +243,34 @@ def evaluate_memory(rows_list: list[int]) -> list[dict]:
             if os.waitstatus_to_exitcode(status) != 0:
                 raise RuntimeError(f"trainer.evaluate failed:\n{output[-3000:]}")
             queries = json.loads((Path(scratch) / "eval" / "eval.json").read_text())["queries"]
-        result = {"rows": rows, "queries": queries, "seconds": round(time.perf_counter() - started, 1),
-                  "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), **{f"peak_{k}_mb": v for k, v in parts.items()},
-                  "features_mb": round(2 * queries * 4096 * 4 / 2**20, 1)}  # fmt: skip
-        print(f"{rows:>6} clips: peak RSS {result['peak_rss_mb']:7.0f} MB (private {parts['private']:.0f}, object "
-              f"store pages {parts['shared']:.0f}; features {result['features_mb']:.0f} MB), {result['seconds']:.0f} s",
-              flush=True)  # fmt: skip
+        result = {
+            "rows": rows,
+            "queries": queries,
+            "seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            **{f"peak_{k}_mb": v for k, v in parts.items()},
+            "features_mb": round(2 * queries * 4096 * 4 / 2**20, 1),
+        }
+        print(
+            f"{rows:>6} clips: peak RSS {result['peak_rss_mb']:7.0f} MB (private {parts['private']:.0f}, object "
+            f"store pages {parts['shared']:.0f}; features {result['features_mb']:.0f} MB), {result['seconds']:.0f} s",
+            flush=True,
+        )
         results.append(result)
     return results
 
 
 def _preprocess_wall(corpus: Path, out: Path, base_url: str, **overrides) -> tuple[float, dict]:
+    from demo_corpus.server import url_template
     from pipelines import preprocess
-    from speech2face.synth.server import url_template
 
-    config = _config(str(corpus / "avspeech_train.csv"), str(out), url_template=url_template(base_url),
-                     test_csv=str(corpus / "avspeech_test.csv"), **overrides)  # fmt: skip
+    config = _config(
+        str(corpus / "avspeech_train.csv"),
+        str(out),
+        url_template=url_template(base_url),
+        test_csv=str(corpus / "avspeech_test.csv"),
+        **overrides,
+    )
     started = time.perf_counter()
     summary = preprocess.run(config)
     return time.perf_counter() - started, summary
@@ -234,39 +279,51 @@ def _preprocess_wall(corpus: Path, out: Path, base_url: str, **overrides) -> tup
 def efficiency(corpus: Path) -> dict:
     import ray
 
-    from pipelines import preprocess
-    from speech2face.synth.corpus import CorpusConfig, generate_corpus
-    from speech2face.synth.server import serve_directory
+    from demo_corpus.corpus import CorpusConfig, generate_corpus
+    from demo_corpus.server import serve_directory
+    from pipelines.preprocess.sizing import pool_sizes
 
     generate_corpus(corpus, CorpusConfig(clips_per_speaker=6))
     with tempfile.TemporaryDirectory() as scratch, serve_directory(corpus) as (_, base_url):
         wall, summary = _preprocess_wall(corpus, Path(scratch) / "all", base_url)
         # the small run starts the big run's decode+face pool, so its start-up is the big run's fixed cost
         # (left to itself, it would start one actor per 10 rows)
-        rows = summary["processed_this_run"]
-        pool = preprocess.resource_defaults(_config("", ""), ray.cluster_resources(), rows=rows)["face"]
+        rows = summary.processed_this_run
+        pool = pool_sizes(_config("", ""), ray.cluster_resources(), rows=rows).face
         small_wall, small = _preprocess_wall(corpus, Path(scratch) / "first8", base_url, limit=8, cpu_actors=pool)
     cores = os.cpu_count()
-    clips = summary["counts"]["clips"]
-    cpu_per_clip = sum(summary["cpu_s_per_clip"].values())
+    clips = summary.counts.clips
+    cpu_per_clip = sum(summary.cpu_s_per_clip.values())
     ideal_per_clip = cpu_per_clip / cores  # wall seconds a clip at 100 % of the cores
-    startup = max(0.0, small_wall - small["counts"]["clips"] * ideal_per_clip)
+    startup = max(0.0, small_wall - small.counts.clips * ideal_per_clip)
     stream = wall - startup
-    result = {"clips": clips, "failures": summary["counts"]["failures"], "cores": cores, "wall_s": round(wall, 1),
-              "cpu_s_per_clip": summary["cpu_s_per_clip"], "cpu_s_per_clip_total": round(cpu_per_clip, 3),
-              "startup_s": round(startup, 1), "decode_face_actors": pool,
-              "small_run": {"clips": small["counts"]["clips"], "wall_s": round(small_wall, 1)},
-              "stream_s": round(stream, 1), "stream_efficiency": round(clips * ideal_per_clip / stream, 3),
-              "overall_efficiency": round(clips * ideal_per_clip / wall, 3)}  # fmt: skip
-    print(f"{clips} clips: wall {wall:.1f} s = start-up {startup:.1f} s + stream {stream:.1f} s; CPU "
-          f"{cpu_per_clip:.3f} s a clip on {cores} cores: stream {100 * result['stream_efficiency']:.0f} % "
-          f"efficient, {100 * result['overall_efficiency']:.0f} % overall", flush=True)  # fmt: skip
+    result = {
+        "clips": clips,
+        "failures": summary.counts.failures,
+        "cores": cores,
+        "wall_s": round(wall, 1),
+        "cpu_s_per_clip": summary.cpu_s_per_clip,
+        "cpu_s_per_clip_total": round(cpu_per_clip, 3),
+        "startup_s": round(startup, 1),
+        "decode_face_actors": pool,
+        "small_run": {"clips": small.counts.clips, "wall_s": round(small_wall, 1)},
+        "stream_s": round(stream, 1),
+        "stream_efficiency": round(clips * ideal_per_clip / stream, 3),
+        "overall_efficiency": round(clips * ideal_per_clip / wall, 3),
+    }
+    print(
+        f"{clips} clips: wall {wall:.1f} s = start-up {startup:.1f} s + stream {stream:.1f} s; CPU "
+        f"{cpu_per_clip:.3f} s a clip on {cores} cores: stream {100 * result['stream_efficiency']:.0f} % "
+        f"efficient, {100 * result['overall_efficiency']:.0f} % overall",
+        flush=True,
+    )
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("what", choices=["dry-run", "overhead", "unavailable", "evaluate", "efficiency"])
     p.add_argument("--corpus", type=Path, default=Path("/tmp/s2f-corpus6"), help="efficiency: the corpus directory")
     p.add_argument("--rows", type=int, nargs="+", help="sizes (default: 10k..2.6M; 1k and 100k; 400; 2k and 6k)")
@@ -283,10 +340,16 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        figures = overhead(args.rows or [1_000, 100_000]) if args.what == "overhead" else unavailable(
-            (args.rows or [400])[0])  # fmt: skip
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "load_before": load_before,
-              "load_after": os.getloadavg(), args.what: figures}  # fmt: skip
+        figures = (
+            overhead(args.rows or [1_000, 100_000]) if args.what == "overhead" else unavailable((args.rows or [400])[0])
+        )
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        args.what: figures,
+    }
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

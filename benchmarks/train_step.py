@@ -39,10 +39,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from speech2face.audio import NUM_BINS, NUM_FRAMES, NUM_SAMPLES, model_input
+from speech2face.embedders.vggface import FEATURE_DIM, VGGFace
 from speech2face.losses import LossWeights, total_loss
 from speech2face.models import VoiceEncoder
 from speech2face.perf import choose_fast_path, train_step
-from speech2face.vggface import FEATURE_DIM, VGGFace
 
 FEATURES = ("fp32", "channels_last", "bf16", "compile", "fused_adam", "bf16_head", "process_settings", "trainer")
 DEFAULT_VARIANTS = ",".join(

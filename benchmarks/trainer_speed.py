@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import train_step
-from speech2face import storage
+from speech2face.dataset import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2: the first epoch fills the cache and is left out")
-    out_dim = storage.read_json(storage.join(args.data, "manifest.json"))["embedder"]["dim"]
+    out_dim = Manifest.read(args.data).embedder.dim
     shape = (args.preset, args.batch_size, args.crop_frames, out_dim)
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_before": os.getloadavg(), "args": vars(args)}
     print(f"# load average {report['load_before']}; raw step before", flush=True)

@@ -14,31 +14,43 @@ import shutil
 import time
 from pathlib import Path
 
-from trainer.evaluate import format_table
-from trainer.evaluate_decoder import format_report
+from speech2face.dataset import DOWNLOAD, SPLIT, Manifest
+from trainer.decoder.evaluation import format_report
+from trainer.encoder.evaluation import format_table
 
-IMAGES = {"curves.png": "runs/demo/curves.png", "sweep.png": "runs/sweep/sweep.png",
-          "retrieval.png": "eval/retrieval.png", "decoder.png": "decoder_eval/decoder_eval.png"}  # fmt: skip
+IMAGES = {
+    "curves.png": "runs/demo/curves.png",
+    "sweep.png": "runs/sweep/sweep.png",
+    "retrieval.png": "eval/retrieval.png",
+    "decoder.png": "decoder_eval/decoder_eval.png",
+}
 PARAM_COLUMNS = ("lr", "loss_l2norm", "loss_l1")
 
 
-def _pipeline(manifest: dict) -> list[str]:
-    counts, cpu = manifest["counts"], manifest["cpu_s_per_clip"]
-    total = counts["clips"] + counts["failures"]
-    lines = ["| | clips |", "|---|---:|", f"| rows in the CSVs | {total} |",
-             f"| clips written | {counts['clips']} ({100 * counts['clips'] / max(total, 1):.1f} %) |"]  # fmt: skip
-    lines += [f"| &nbsp;&nbsp;split {split} | {n} |" for split, n in counts["per_split"].items()]
-    lines.append(f"| failures | {counts['failures']} |")
-    lines += [f"| &nbsp;&nbsp;at stage {stage} | {n} |" for stage, n in counts["failures_per_stage"].items()]
-    lines += [f"| &nbsp;&nbsp;&nbsp;&nbsp;download: {reason} | {n} |"
-              for reason, n in counts.get("failures_per_reason", {}).items()]  # fmt: skip
-    if cpu.get("download") is not None:
+def _pipeline(manifest: Manifest) -> list[str]:
+    counts, cpu = manifest.counts, manifest.cpu_s_per_clip
+    total = counts.clips + counts.failures
+    lines = [
+        "| | clips |",
+        "|---|---:|",
+        f"| rows in the CSVs | {total} |",
+        f"| clips written | {counts.clips} ({100 * counts.clips / max(total, 1):.1f} %) |",
+    ]
+    lines += [f"| &nbsp;&nbsp;split {split} | {n} |" for split, n in counts.per_split.items()]
+    lines.append(f"| failures | {counts.failures} |")
+    lines += [f"| &nbsp;&nbsp;at stage {stage} | {n} |" for stage, n in counts.failures_per_stage.items()]
+    lines += [
+        f"| &nbsp;&nbsp;&nbsp;&nbsp;{DOWNLOAD}: {reason} | {n} |" for reason, n in counts.failures_per_reason.items()
+    ]
+    if cpu.get(DOWNLOAD) is not None:
         stages = ", ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
         lines += ["", f"CPU seconds per clip: **{sum(cpu.values()):.3f}** ({stages})."]
-    if store := manifest.get("object_store"):  # the last run's; a rerun with nothing to do has none
-        lines.append(f"Ray's object store at its fullest: {store['peak_mb']:.0f} MB of {store['capacity_mb']:.0f} MB "
-                     f"({store['spilled_mb']:.0f} MB spilled to disk).")  # fmt: skip
-    lines.append(f"Face embedder: {manifest['embedder']['name']} ({manifest['embedder']['dim']}-D).")
+    if store := manifest.object_store:  # the last run's; a rerun with nothing to do has none
+        lines.append(
+            f"Ray's object store at its fullest: {store['peak_mb']:.0f} MB of {store['capacity_mb']:.0f} MB "
+            f"({store['spilled_mb']:.0f} MB spilled to disk)."
+        )
+    lines.append(f"Face embedder: {manifest.embedder.name} ({manifest.embedder.dim}-D).")
     return lines
 
 
@@ -47,12 +59,15 @@ def _training(out: Path) -> list[str]:
         rows = list(csv.DictReader(file))
     best_epoch = json.loads((out / "runs/demo/model.json").read_text())["epoch"]
     last = rows[-1]
-    return [f"{len(rows)} epochs; last epoch: train loss {float(last['train_loss']):.4f}, val loss "
-            f"{float(last['val_loss']):.4f}, val R@1/5/10 {100 * float(last['val_r1']):.1f} / "
-            f"{100 * float(last['val_r5']):.1f} / {100 * float(last['val_r10']):.1f} % "
-            f"(val gallery of {last['val_gallery']} faces). The best epoch (val R@10, then mean rank) is "
-            f"{best_epoch}: its weights are `runs/demo/model.safetensors`, evaluated below.", "",
-            "![training curves](curves.png)"]  # fmt: skip
+    return [
+        f"{len(rows)} epochs; last epoch: train loss {float(last['train_loss']):.4f}, val loss "
+        f"{float(last['val_loss']):.4f}, val R@1/5/10 {100 * float(last['val_r1']):.1f} / "
+        f"{100 * float(last['val_r5']):.1f} / {100 * float(last['val_r10']):.1f} % "
+        f"(val gallery of {last['val_gallery']} faces). The best epoch (val R@10, then mean rank) is "
+        f"{best_epoch}: its weights are `runs/demo/model.safetensors`, evaluated below.",
+        "",
+        "![training curves](curves.png)",
+    ]
 
 
 def _sweep(out: Path) -> list[str]:
@@ -64,9 +79,15 @@ def _sweep(out: Path) -> list[str]:
     for trial in trials:
         cells = [trial["trial_id"], *(f"{float(trial[c]):.4g}" for c in numeric), trial["epochs"], trial["status"]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Best ({best['mode']} {best['metric']}): trial {best['trial_id']}, {best['metric']} "
-              f"{best['value']:.4f}. To train with it:", "",
-              f"    {best['command']}", "", "![sweep](sweep.png)"]  # fmt: skip
+    lines += [
+        "",
+        f"Best ({best['mode']} {best['metric']}): trial {best['trial_id']}, {best['metric']} "
+        f"{best['value']:.4f}. To train with it:",
+        "",
+        f"    {best['command']}",
+        "",
+        "![sweep](sweep.png)",
+    ]
     return lines
 
 
@@ -74,43 +95,75 @@ def _decoder(out: Path, corpus: dict) -> list[str]:
     with open(out / "runs/decoder/metrics.csv") as file:
         rows = list(csv.DictReader(file))
     report = json.loads((out / "decoder_eval/decoder_eval.json").read_text())
-    return [f"{len(rows)} epochs on the train split; last val loss {float(rows[-1]['val_total']):.4f}. Each drawing is "
-            "re-embedded with dlib and ranked against one real face per test video, next to two baselines: the "
-            "nearest real training face to the query feature, and the mean training face (one image for every "
-            f"query: chance). The demo's faces are small grey LFW crops, and the decoder learns from "
-            f"{corpus['speakers'] - corpus['test_speakers']} identities, so its drawings are blurry 64x64 grey faces.",
-            "",
-            "```", format_report(report), "```", "",
-            "True face | drawn from the true face's feature | drawn from the voice:", "",
-            "![decoded faces](decoder.png)"]  # fmt: skip
+    return [
+        f"{len(rows)} epochs on the train split; last val loss {float(rows[-1]['val_total']):.4f}. Each drawing is "
+        "re-embedded with dlib and ranked against one real face per test video, next to two baselines: the "
+        "nearest real training face to the query feature, and the mean training face (one image for every "
+        f"query: chance). The demo's faces are small grey LFW crops, and the decoder learns from "
+        f"{corpus['speakers'] - corpus['test_speakers']} identities, so its drawings are blurry 64x64 grey faces.",
+        "",
+        "```",
+        format_report(report),
+        "```",
+        "",
+        "True face | drawn from the true face's feature | drawn from the voice:",
+        "",
+        "![decoded faces](decoder.png)",
+    ]
 
 
 def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> Path:
     for name, source in IMAGES.items():
         shutil.copyfile(out / source, out / name)
     evaluation = json.loads((out / "eval/eval.json").read_text())
-    table = format_table(
-        evaluation["recall"], evaluation["split"], evaluation["gallery_size"], evaluation["gallery_by"]
-    )
+    table = format_table(evaluation["recall"], evaluation[SPLIT], evaluation["gallery_size"], evaluation["gallery_by"])
     corpus = json.loads((out / "corpus/corpus_manifest.json").read_text())["config"]
     lines = [
-        "# Speech2Face demo report", "",
+        "# Speech2Face demo report",
+        "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()} with {os.cpu_count()} CPU cores "
-        f"(no GPU); this run took **{total_s / 60:.1f} min**.", "",
+        f"(no GPU); this run took **{total_s / 60:.1f} min**.",
+        "",
         f"Demo corpus: {corpus['speakers']} speakers ({corpus['test_speakers']} held out for test) x "
         f"{corpus['clips_per_speaker']} clips. The faces are real (LFW), the voices espeak-ng, and **the pairing "
         "is synthetic**: each voice is a fixed function of its face's dlib descriptor. The figures below say the "
-        "system learns that link; they say nothing about real voices.", "",
-        "## Preprocessing (Ray Data)", "", *_pipeline(json.loads((out / "data/manifest.json").read_text())), "",
-        "## Training (Ray Train, preset tiny)", "", *_training(out), "",
-        f"## Sweep (Ray Tune, {args['trials']} trials of at most {args['sweep_epochs']} epochs)", "", *_sweep(out), "",
-        "## Retrieval on held-out speakers", "",
+        "system learns that link; they say nothing about real voices.",
+        "",
+        "## Preprocessing (Ray Data)",
+        "",
+        *_pipeline(Manifest.read(str(out / "data"))),
+        "",
+        "## Training (Ray Train, preset tiny)",
+        "",
+        *_training(out),
+        "",
+        f"## Sweep (Ray Tune, {args['trials']} trials of at most {args['sweep_epochs']} epochs)",
+        "",
+        *_sweep(out),
+        "",
+        "## Retrieval on held-out speakers",
+        "",
         "The trained model's predicted face feature for each test clip, ranked against one face per test video "
-        "(cosine). Chance is K / gallery size.", "", "```", table, "```", "", "![retrieval](retrieval.png)", "",
-        "## Face decoder: voices drawn as faces (Ray Train, preset tiny)", "", *_decoder(out, corpus), "",
-        "## Time per step (this run; reused work is fast)", "", "| step | seconds |", "|---|---:|",
-        *[f"| {t['step']} | {t['seconds']:.1f} |" for t in timings], f"| **total** | **{total_s:.1f}** |", "",
-    ]  # fmt: skip
+        "(cosine). Chance is K / gallery size.",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+        "![retrieval](retrieval.png)",
+        "",
+        "## Face decoder: voices drawn as faces (Ray Train, preset tiny)",
+        "",
+        *_decoder(out, corpus),
+        "",
+        "## Time per step (this run; reused work is fast)",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        *[f"| {t['step']} | {t['seconds']:.1f} |" for t in timings],
+        f"| **total** | **{total_s:.1f}** |",
+        "",
+    ]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))
     return path

@@ -14,50 +14,73 @@ training resumes (or is skipped when it has all its epochs) and a finished sweep
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from demo.report import write_report
-from speech2face.synth.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
-from speech2face.synth.server import serve_directory, url_template
+from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
+from demo_corpus.server import serve_directory, url_template
+from pipelines.preprocess.config import PreprocessConfig
+from speech2face import flags
+from speech2face.flags import field_of, flag
+from trainer.decoder.config import DecoderConfig
+from trainer.encoder.config import TrainConfig
+from tuning.config import SweepConfig
+
+PROG = "python -m demo.run"
 
 RUN_NAME, SWEEP_NAME, DECODER_NAME = "demo", "sweep", "decoder"
 # Tiny preset on 2 CPU cores, 20 epochs on the default corpus. --amp auto: bf16 autocast where the CPU has it
 # natively (AMX / AVX512-BF16: ~5 s an epoch), fp32 where bf16 would be emulated (several times slower).
 # The sweep's trials train the same way, with its loss weights and lr.
-COMMON_FLAGS = ["--preset", "tiny", "--num-workers", "1", "--cpus-per-worker", "2", "--batch-size", "8",
-                "--crop-frames", "300", "--amp", "auto", "--seed", "0", "--cache-data"]  # fmt: skip
+COMMON_FLAGS = [
+    "--preset",
+    "tiny",
+    "--num-workers",
+    "1",
+    "--cpus-per-worker",
+    "2",
+    "--batch-size",
+    "8",
+    "--crop-frames",
+    "300",
+    "--amp",
+    "auto",
+    "--seed",
+    "0",
+    "--cache-data",
+]
 # The tiny face decoder: ~1.1 s an epoch on the demo's 171 training faces (100 epochs: face R@1 7-10x chance, voice 3x).
 DECODER_FLAGS = ["--preset", "tiny", "--cpus-per-worker", "2", "--batch-size", "16", "--seed", "0", "--cache-data"]
 # The demo's val gallery holds under 10 faces, so val R@10 is always 1: the sweep ranks by the unweighted val L2.
 SWEEP_METRIC = ["--metric", "val_l2norm", "--mode", "min"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m demo.run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--out", default="demo_output", help="everything goes here; REPORT.md at the top")
-    defaults = CorpusConfig()
-    p.add_argument("--speakers", type=int, default=defaults.speakers, help="demo corpus speakers")
-    p.add_argument("--clips-per-speaker", type=int, default=defaults.clips_per_speaker)
-    p.add_argument("--test-speakers", type=int, default=defaults.test_speakers, help="held-out speakers")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of training videos held out for val")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs")
-    p.add_argument("--trials", type=int, default=3, help="sweep trials")
-    p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per sweep trial at most")
-    p.add_argument("--decoder-epochs", type=int, default=100, help="face decoder training epochs")
-    p.add_argument(
-        "--num-cpus",
-        type=int,
-        default=max(os.cpu_count() or 1, 4),
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig(CorpusConfig):
+    """The demo corpus's size (CorpusConfig) and how long each step trains."""
+
+    out: str = flag("demo_output", help="everything goes here; REPORT.md at the top")
+    val_fraction: float = field_of(PreprocessConfig, "val_fraction")
+    epochs: int = field_of(TrainConfig, "epochs", 20)
+    trials: int = field_of(SweepConfig, "num_samples", 3)
+    sweep_epochs: int = field_of(SweepConfig, "epochs", 2)
+    decoder_epochs: int = field_of(DecoderConfig, "epochs")
+    num_cpus: int = flag(
+        max(os.cpu_count() or 1, 4),
+        minimum=1,
         help="logical CPUs of the local Ray: training takes 2, a sweep trial 2.01, Ray Data needs 1 more",
     )
-    return p  # fmt: skip
+
+    def corpus(self) -> CorpusConfig:
+        return CorpusConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusConfig)})
 
 
 class Steps:
@@ -100,8 +123,12 @@ def run_cli(module: str, *args: str, log: Path) -> None:
     print(f"[demo]   (full log: {log})", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they happen, not at exit
-    with open(log, "w") as file, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                  text=True, errors="replace", env=env) as process:  # fmt: skip
+    with (
+        open(log, "w") as file,
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+        ) as process,
+    ):
         progress: dict[str, str] = {}
         for line in process.stdout:
             file.write(line)
@@ -116,8 +143,10 @@ def run_cli(module: str, *args: str, log: Path) -> None:
     if process.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-40:]
         print("\n".join(ANSI.sub("", line) for line in tail), file=sys.stderr)
-        raise SystemExit(f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
-                         "and rerun: finished steps are reused")  # fmt: skip
+        raise SystemExit(
+            f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
+            "and rerun: finished steps are reused"
+        )
 
 
 def sweep_complete(sweep_dir: Path, trials: int) -> bool:
@@ -133,7 +162,7 @@ def epochs_done(run_dir: Path) -> int:
     return max(len(metrics.read_text().splitlines()) - 1, 0) if metrics.is_file() else 0
 
 
-def start_ray(num_cpus: int) -> str:
+def start_demo_ray(num_cpus: int) -> str:
     """A local Ray with its dashboard on 127.0.0.1; returns the address the steps join."""
     import ray
 
@@ -143,32 +172,52 @@ def start_ray(num_cpus: int) -> str:
     return ray.get_runtime_context().gcs_address
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def cli_args(text: str, **values) -> list[str]:
+    """A step's flags, written as on a command line: ``cli_args("--data {data}", data=path)``."""
+    return shlex.split(text.format(**{name: shlex.quote(str(value)) for name, value in values.items()}))
+
+
+def train_unless_done(module: str, run_dir: Path, epochs: int, args: list[str], log: Path) -> None:
+    """A training run, unless an earlier demo already trained it for all its epochs."""
+    if epochs_done(run_dir) >= epochs:
+        print(f"[demo] {run_dir} already has {epochs} epochs; not retraining")
+        return
+    run_cli(module, *args, "--epochs", str(epochs), log=log)
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = flags.parse(DemoConfig, argv, prog, __doc__)
     out = Path(args.out).resolve()
     corpus_dir, data, runs, logs = out / "corpus", out / "data", out / "runs", out / LOG_DIR
-    corpus_config = CorpusConfig(args.speakers, args.clips_per_speaker, args.test_speakers)
-    try:
-        corpus_config.validate()
-    except ValueError as error:
-        build_parser().error(str(error))
-    began = time.monotonic()
-    steps = Steps(total=7)
-    steps.run("generate the demo corpus", lambda: generate_corpus(corpus_dir, corpus_config))
-    os.environ["RAY_ADDRESS"] = start_ray(args.num_cpus)
-    with serve_directory(corpus_dir) as (_, base_url):
-        source = ["--url-template", url_template(base_url), "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
-                  "--val-fraction", str(args.val_fraction)]  # fmt: skip
-        steps.run("preprocess (Ray Data)", lambda: run_cli(
-            "pipelines.preprocess", "--csv", str(corpus_dir / TRAIN_CSV), "--test-csv", str(corpus_dir / TEST_CSV),
-            "--out", str(data), *source, log=logs / "preprocess.log"))  # fmt: skip
+    model, decoder = runs / RUN_NAME / "model.safetensors", runs / DECODER_NAME / "decoder.safetensors"
+    run_in = "--data {data} --storage {runs} --name {name}"
+    train_args = [*cli_args(run_in + " --lr 1e-3", data=data, runs=runs, name=RUN_NAME), *COMMON_FLAGS]
+    decoder_args = [*cli_args(run_in, data=data, runs=runs, name=DECODER_NAME), *DECODER_FLAGS]
+    evaluate_args = cli_args(
+        "--data {data} --model {model} --split test --out {out}", data=data, model=model, out=out / "eval"
+    )
+    draw_args = cli_args(
+        "--data {data} --decoder {decoder} --model {model} --split test --out {out}",
+        data=data,
+        decoder=decoder,
+        model=model,
+        out=out / "decoder_eval",
+    )
 
-    def train() -> None:
-        if epochs_done(runs / RUN_NAME) >= args.epochs:
-            print(f"[demo] {runs / RUN_NAME} already has {args.epochs} epochs; not retraining")
-            return
-        run_cli("trainer.train", "--data", str(data), "--storage", str(runs), "--name", RUN_NAME,
-                "--epochs", str(args.epochs), "--lr", "1e-3", *COMMON_FLAGS, log=logs / "train.log")  # fmt: skip
+    def preprocess(base_url: str) -> None:
+        run_cli(
+            "pipelines.preprocess",
+            *cli_args(
+                "--csv {train} --test-csv {test} --out {data} --url-template {url} --face-embedder dlib "
+                "--cpus-per-actor 0.5 --val-fraction {val}",
+                train=corpus_dir / TRAIN_CSV,
+                test=corpus_dir / TEST_CSV,
+                data=data,
+                url=url_template(base_url),
+                val=args.val_fraction,
+            ),
+            log=logs / "preprocess.log",
+        )
 
     def sweep() -> None:
         sweep_dir = runs / SWEEP_NAME
@@ -176,34 +225,48 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[demo] {sweep_dir} is complete; not rerunning it")
             return
         resume = ["--resume"] if (sweep_dir / "tuner.pkl").is_file() else []
-        run_cli("tuning.sweep", "--data", str(data), "--storage", str(runs), "--name", SWEEP_NAME,
-                "--epochs", str(args.sweep_epochs), "--num-samples", str(args.trials), "--max-concurrent-trials", "1",
-                *COMMON_FLAGS, *SWEEP_METRIC, *resume, log=logs / "sweep.log")  # fmt: skip
+        sweep_args = cli_args(
+            run_in + " --epochs {epochs} --num-samples {trials} --max-concurrent-trials 1",
+            data=data,
+            runs=runs,
+            name=SWEEP_NAME,
+            epochs=args.sweep_epochs,
+            trials=args.trials,
+        )
+        run_cli("tuning.sweep", *sweep_args, *COMMON_FLAGS, *SWEEP_METRIC, *resume, log=logs / "sweep.log")
 
-    def train_decoder() -> None:
-        if epochs_done(runs / DECODER_NAME) >= args.decoder_epochs:
-            print(f"[demo] {runs / DECODER_NAME} already has {args.decoder_epochs} epochs; not retraining")
-            return
-        run_cli("trainer.train_decoder", "--data", str(data), "--storage", str(runs), "--name", DECODER_NAME,
-                "--epochs", str(args.decoder_epochs), *DECODER_FLAGS, log=logs / "train_decoder.log")  # fmt: skip
-
-    steps.run("train the voice encoder (Ray Train)", train)
+    began = time.monotonic()
+    steps = Steps(total=7)
+    steps.run("generate the demo corpus", lambda: generate_corpus(corpus_dir, args.corpus()))
+    os.environ["RAY_ADDRESS"] = start_demo_ray(args.num_cpus)
+    with serve_directory(corpus_dir) as (_, base_url):
+        steps.run("preprocess (Ray Data)", lambda: preprocess(base_url))
+    steps.run(
+        "train the voice encoder (Ray Train)",
+        lambda: train_unless_done("trainer.train", runs / RUN_NAME, args.epochs, train_args, logs / "train.log"),
+    )
     steps.run("sweep loss weights and lr (Ray Tune)", sweep)
-    steps.run("evaluate on the held-out speakers", lambda: run_cli(
-        "trainer.evaluate", "--data", str(data), "--model", str(runs / RUN_NAME / "model.safetensors"),
-        "--split", "test", "--out", str(out / "eval"), log=logs / "evaluate.log"))  # fmt: skip
-    steps.run("train the face decoder (Ray Train)", train_decoder)
-    steps.run("draw the held-out speakers' faces", lambda: run_cli(
-        "trainer.evaluate_decoder", "--data", str(data), "--decoder", str(runs / DECODER_NAME / "decoder.safetensors"),
-        "--model", str(runs / RUN_NAME / "model.safetensors"), "--split", "test", "--out", str(out / "decoder_eval"),
-        log=logs / "evaluate_decoder.log"))  # fmt: skip
+    steps.run(
+        "evaluate on the held-out speakers",
+        lambda: run_cli("trainer.evaluate", *evaluate_args, log=logs / "evaluate.log"),
+    )
+    steps.run(
+        "train the face decoder (Ray Train)",
+        lambda: train_unless_done(
+            "trainer.train_decoder", runs / DECODER_NAME, args.decoder_epochs, decoder_args, logs / "train_decoder.log"
+        ),
+    )
+    steps.run(
+        "draw the held-out speakers' faces",
+        lambda: run_cli("trainer.evaluate_decoder", *draw_args, log=logs / "evaluate_decoder.log"),
+    )
     total = time.monotonic() - began
-    write_report(out, steps.timings, total, vars(args))
+    write_report(out, steps.timings, total, dataclasses.asdict(args))
     print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")
-    model = runs / RUN_NAME / "model.safetensors"
-    decoder = runs / DECODER_NAME / "decoder.safetensors"
-    print(f"[demo] try it on your own voice: .venv/bin/python -m serving.app --model {model} --gallery {data}"
-          f" --decoder {decoder}  (then open http://127.0.0.1:8000/)")  # fmt: skip
+    print(
+        f"[demo] try it on your own voice: .venv/bin/python -m serving.app --model {model} --gallery {data}"
+        f" --decoder {decoder}  (then open http://127.0.0.1:8000/)"
+    )
     return 0
 
 

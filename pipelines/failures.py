@@ -13,11 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from speech2face import storage
-
-FAILURE_COLUMNS = ["clip_id", "ytid", "start", "end", "stage", "error", "reason"]
-FAILURE_SCHEMA = pa.schema([("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()),
-                            ("end", pa.float64()), ("stage", pa.string()), ("error", pa.string()),
-                            ("reason", pa.string())])  # fmt: skip
+from speech2face.dataset import FAILURE_COLUMNS, FAILURE_SCHEMA, REASON
 
 
 def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> None:
@@ -30,7 +26,7 @@ def write_failures(rows: list[dict], failures_uri: str, name_prefix: str) -> Non
 
 def failures_table(rows: list[dict]) -> pa.Table:
     """``reason`` is null where there is none (parse and non-download failures)."""
-    records = [{c: row.get(c) for c in FAILURE_COLUMNS} | {"reason": row.get("reason") or None} for row in rows]
+    records = [{c: row.get(c) for c in FAILURE_COLUMNS} | {REASON: row.get(REASON) or None} for row in rows]
     return pa.Table.from_pylist(records, schema=FAILURE_SCHEMA)
 
 

@@ -29,12 +29,44 @@ import torch
 from PIL import Image
 
 from pipelines.failures import write_failures
-from speech2face import audio, faces, landmarks, storage, video
+from pipelines.preprocess.config import PreprocessConfig
+from pipelines.preprocess.sizing import PoolSizes
+from pipelines.streaming import Resources, Stage
+from speech2face import audio, dataset, faces, landmarks, storage, video
+from speech2face.dataset import (
+    CLIP_ID,
+    CPU_S,
+    CPU_STAGES,
+    DECODE,
+    DOWNLOAD,
+    DURATION_S,
+    EMBEDDER,
+    ERROR,
+    FACE,
+    FACE_BOX,
+    FACE_FEATURE,
+    FACE_JPEG,
+    FACE_LANDMARKS,
+    FEATURE,
+    FRAME_TIME,
+    REASON,
+    SEGMENT_COLUMNS,
+    SPECTROGRAM,
+    STAGE,
+    WAVEFORM,
+    YTID,
+    EmbedderRecord,
+    X,
+    Y,
+    clip_schema,
+    tensor_array,
+)
 from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
 
-CPU_STAGES = ("download", "decode", "face", "feature")  # per-clip CPU seconds are recorded for these
 JPEG_QUALITY = 95
+# Between stages, a row also carries the downloaded file and the decoded frames (never written).
+VIDEO, SAMPLES = "video", "samples"
 
 
 def _children_cpu_seconds() -> float:
@@ -76,8 +108,8 @@ def _run_row(row: dict, stage: str, fn: Callable[[dict], dict], clock=cpu_second
     try:
         row.update(fn(row))
     except Exception as error:  # noqa: BLE001 - any per-clip error becomes a failure row
-        row["stage"], row["error"] = stage, f"{type(error).__name__}: {error}"[:2000]
-        row["reason"] = getattr(error, "reason", "")
+        row[STAGE], row[ERROR] = stage, f"{type(error).__name__}: {error}"[:2000]
+        row[REASON] = getattr(error, "reason", "")
     row[f"cpu_{stage}_s"] = clock() - started + (extra_cpu() if extra_cpu else 0.0)
 
 
@@ -89,28 +121,46 @@ class DownloadStage:
     is copied once per actor, so to every node that downloads, into a file only this user can read.
     """
 
-    def __init__(self, config: DownloadConfig, cookies_uri: str | None = None, threads: int = 1):
+    name = DOWNLOAD
+
+    def __init__(self, *, download: DownloadConfig, cookies_uri: str | None = None, threads: int = 1):
         self._cookies_dir = tempfile.TemporaryDirectory(prefix="s2f-cookies-") if cookies_uri else None
         if cookies_uri:
             cookies = os.path.join(self._cookies_dir.name, "cookies.txt")
             with os.fdopen(os.open(cookies, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as file:
                 file.write(storage.read_bytes(cookies_uri))
-            config = dataclasses.replace(config, cookies=cookies)
-        self.config = config
+            download = dataclasses.replace(download, cookies=cookies)
+        self.config = download
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s2f-download")
         self._children = FinishedChildrenCpu()
 
+    @classmethod
+    def stage(cls, config: PreprocessConfig, sizes: PoolSizes) -> Stage:
+        """Threads wait on the network, not on the CPU: a light reservation, two blocks at once per actor."""
+        return Stage(
+            cls.name,
+            cls,
+            Resources(cpus=min(0.25, config.cpus_per_actor)),
+            pool=(1, sizes.download_actors),
+            concurrent_calls=2,
+            kwargs={
+                "download": config.download_config(),
+                "cookies_uri": config.cookies,
+                "threads": sizes.download_threads,
+            },
+        )
+
     def _download(self, row: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
-            path = download_segment(row["ytid"], row["start"], row["end"], tmp, self.config)
-            return {"video": path.read_bytes()}
+            path = download_segment(row[YTID], row[dataset.START], row[dataset.END], tmp, self.config)
+            return {VIDEO: path.read_bytes()}
 
     def _download_row(self, row: dict) -> None:
-        _run_row(row, "download", self._download, clock=thread_cpu_seconds, extra_cpu=self._children.take)
+        _run_row(row, DOWNLOAD, self._download, clock=thread_cpu_seconds, extra_cpu=self._children.take)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
-        list(self._pool.map(self._download_row, [row for row in rows if not row["error"]]))
+        list(self._pool.map(self._download_row, [row for row in rows if not row[ERROR]]))
         return pd.DataFrame(rows)
 
 
@@ -126,10 +176,13 @@ def decode_row(row: dict, frames_per_clip: int) -> dict:
 
     def decode(path: str) -> dict:
         wave, seconds = audio.load_audio_with_duration(path)
-        return {"waveform": audio.waveform_to_int16(wave).tobytes(), "duration_s": seconds,
-                "samples": video.sample_frames(path, count=frames_per_clip)}  # fmt: skip
+        return {
+            WAVEFORM: audio.waveform_to_int16(wave).tobytes(),
+            DURATION_S: seconds,
+            SAMPLES: video.sample_frames(path, count=frames_per_clip),
+        }
 
-    return _with_video_file(row.pop("video"), row["clip_id"], decode)
+    return _with_video_file(row.pop(VIDEO), row[CLIP_ID], decode)
 
 
 class FaceFinder:
@@ -140,16 +193,16 @@ class FaceFinder:
         faces.face_recognition_module()  # load dlib's models once per actor
 
     def __call__(self, row: dict) -> dict:
-        samples = row.pop("samples")  # in this actor's memory: never serialised
+        samples = row.pop(SAMPLES)  # in this actor's memory: never serialised
         try:  # without upsampling dlib finds faces of ~80 px and up at a third of the CPU ...
-            crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=0)
+            crop = faces.best_face(samples, row[X], row[Y], self.max_distance, self.model, upsample=0)
         except faces.FaceError:  # ... and upsampling once finds the smaller ones
-            crop = faces.best_face(samples, row["x"], row["y"], self.max_distance, self.model, upsample=1)
+            crop = faces.best_face(samples, row[X], row[Y], self.max_distance, self.model, upsample=1)
         jpeg = io.BytesIO()
         Image.fromarray(crop.image).save(jpeg, format="JPEG", quality=JPEG_QUALITY)
-        found = {"face_jpeg": jpeg.getvalue(), "face_box": crop.box.as_list(), "frame_time": crop.frame_time}
+        found = {FACE_JPEG: jpeg.getvalue(), FACE_BOX: crop.box.as_list(), FRAME_TIME: crop.frame_time}
         if self.store_landmarks:  # on the crop itself, before JPEG; flat, like face_box, between stages
-            found["face_landmarks"] = landmarks.crop_landmarks(crop.image[None])[0].reshape(-1).tolist()
+            found[FACE_LANDMARKS] = landmarks.crop_landmarks(crop.image[None])[0].reshape(-1).tolist()
         return found
 
 
@@ -160,54 +213,46 @@ class DecodeFaceStage:
     block costs one Ray task here instead of three (what Ray Data costs a row is mostly per task).
     """
 
-    def __init__(self, frames_per_clip: int, face_model: str, max_distance: float, store_landmarks: bool,
-                 failures_uri: str):  # fmt: skip
+    name = "decode_face"
+
+    def __init__(
+        self, *, frames_per_clip: int, face_model: str, max_distance: float, store_landmarks: bool, failures_uri: str
+    ):
         self.frames_per_clip, self.failures_uri = frames_per_clip, failures_uri
         self.find_face = FaceFinder(face_model, max_distance, store_landmarks)
+
+    @classmethod
+    def stage(cls, config: PreprocessConfig, sizes: PoolSizes, failures_uri: str) -> Stage:
+        """A whole CPU an actor (ffmpeg, then dlib), one call per block."""
+        return Stage(
+            cls.name,
+            cls,
+            Resources(cpus=config.cpus_per_actor),
+            pool=(1, sizes.face),
+            kwargs={
+                "frames_per_clip": config.frames_per_clip,
+                "face_model": config.face_model,
+                "max_distance": config.max_face_distance,
+                "store_landmarks": config.store_landmarks,
+                "failures_uri": failures_uri,
+            },
+        )
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
         for row in rows:
-            for stage, fn in (("decode", lambda r: decode_row(r, self.frames_per_clip)), ("face", self.find_face)):
-                if not row["error"]:
+            for stage, fn in ((DECODE, lambda r: decode_row(r, self.frames_per_clip)), (FACE, self.find_face)):
+                if not row[ERROR]:
                     _run_row(row, stage, fn)
-        out = pd.DataFrame(rows).drop(columns=["video", "samples"], errors="ignore")
+        out = pd.DataFrame(rows).drop(columns=[VIDEO, SAMPLES], errors="ignore")
         return divert_failures(out, self.failures_uri)
 
 
 def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:
     """Writes the failure rows of a batch to ``failures/`` and passes the good rows on."""
-    failed = batch["error"] != ""
+    failed = batch[ERROR] != ""
     write_failures(batch[failed].to_dict("records"), failures_uri, "stages")
     return batch[~failed].reset_index(drop=True)
-
-
-SPECTROGRAM_FIELD = pa.field("spectrogram", pa.fixed_shape_tensor(pa.float16(), [audio.NUM_FRAMES, audio.NUM_BINS, 2]))
-LANDMARKS_FIELD = pa.field("face_landmarks", pa.fixed_shape_tensor(pa.float32(), [landmarks.NUM_LANDMARKS, 2]))
-
-
-def clip_schema(feature_dim: int, store_spectrogram: bool = False, store_landmarks: bool = True) -> pa.Schema:
-    """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type.
-
-    ``spectrogram`` (float16, 3.2x the waveform's bytes) only with --store-spectrogram: readers
-    compute it from ``waveform``. ``face_landmarks``: dlib's 68 points in crop pixels; data written
-    before the column existed lacks it.
-    """
-    return pa.schema([
-        ("clip_id", pa.string()), ("ytid", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
-        ("x", pa.float64()), ("y", pa.float64()), ("split", pa.string()),
-        ("waveform", pa.fixed_shape_tensor(pa.int16(), [audio.NUM_SAMPLES])),
-        *([SPECTROGRAM_FIELD] if store_spectrogram else []),
-        ("face_jpeg", pa.binary()), ("face_box", pa.list_(pa.int32(), 4)),
-        *([LANDMARKS_FIELD] if store_landmarks else []), ("frame_time", pa.float64()),
-        ("face_feature", pa.fixed_shape_tensor(pa.float32(), [feature_dim])),
-        ("embedder", pa.string()), ("duration_s", pa.float64()),
-        ("cpu_s", pa.struct([(stage, pa.float64()) for stage in CPU_STAGES])),
-    ])  # fmt: skip
-
-
-def _tensor_column(array: np.ndarray) -> pa.Array:
-    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(array))
 
 
 class FeatureStage:
@@ -216,43 +261,76 @@ class FeatureStage:
     The same code runs on CUDA when Ray gave the actor a GPU, else on CPU.
     """
 
-    def __init__(self, embedder: str, weights: str | None, allow_random: bool, failures_uri: str,
-                 store_spectrogram: bool = False, store_landmarks: bool = True):  # fmt: skip
+    name = FEATURE
+
+    def __init__(
+        self,
+        *,
+        embedder: str,
+        weights: str | None,
+        allow_random: bool,
+        failures_uri: str,
+        store_spectrogram: bool = False,
+        store_landmarks: bool = True,
+    ):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
-            self.embedder = make_embedder(embedder, weights=local_weights, allow_random=allow_random,
-                                          device=self.device)  # fmt: skip
+            self.embedder = make_embedder(
+                embedder, weights=local_weights, allow_random=allow_random, device=self.device
+            )
         self.failures_uri = failures_uri
         self.store_spectrogram, self.store_landmarks = store_spectrogram, store_landmarks
         self.schema = clip_schema(self.embedder.dim, store_spectrogram, store_landmarks)
 
+    @classmethod
+    def stage(cls, config: PreprocessConfig, sizes: PoolSizes, failures_uri: str, embedder: EmbedderRecord) -> Stage:
+        """Batches of ``--batch-size`` clips, a GPU an actor where the cluster has GPUs (the same code on CPU)."""
+        return Stage(
+            cls.name,
+            cls,
+            Resources(cpus=config.cpus_per_actor, gpus=sizes.gpus),
+            batch_size=config.batch_size,
+            pool=(sizes.feature, sizes.feature),
+            kwargs={
+                "embedder": embedder.name,
+                "weights": None if config.random_weights else config.vggface_weights,
+                "allow_random": config.random_weights,
+                "failures_uri": failures_uri,
+                "store_spectrogram": config.store_spectrogram,
+                "store_landmarks": config.store_landmarks,
+            },
+        )
+
     def _features(self, rows: list[dict]) -> pa.Table:
         started = cpu_seconds()
-        waves = np.stack([np.frombuffer(r["waveform"], dtype=np.int16) for r in rows])
+        waves = np.stack([np.frombuffer(r[WAVEFORM], dtype=np.int16) for r in rows])
         stored = {}
         if self.store_spectrogram:
             spectrograms = audio.model_input(torch.from_numpy(waves).to(self.device)).to(torch.float16)
-            stored["spectrogram"] = _tensor_column(spectrograms.cpu().numpy())
-        crops = np.stack([np.asarray(Image.open(io.BytesIO(r["face_jpeg"])).convert("RGB")) for r in rows])
+            stored[SPECTROGRAM] = tensor_array(spectrograms.cpu().numpy())
+        if self.store_landmarks:  # flat between stages, like face_box
+            points = [np.asarray(r[FACE_LANDMARKS], np.float32).reshape(landmarks.NUM_LANDMARKS, 2) for r in rows]
+            stored[FACE_LANDMARKS] = tensor_array(np.stack(points))
+        crops = np.stack([np.asarray(Image.open(io.BytesIO(r[FACE_JPEG])).convert("RGB")) for r in rows])
         features = self.embedder.embed(crops).astype(np.float32)
-        columns = {name: [r[name] for r in rows] for name in ("clip_id", "ytid", "start", "end", "x", "y", "split")}
         feature_cpu = (cpu_seconds() - started) / max(len(rows), 1)
-        cpu = [{stage: float(r.get(f"cpu_{stage}_s", 0.0)) for stage in CPU_STAGES[:-1]} | {"feature": feature_cpu}
-               for r in rows]  # fmt: skip
-        return pa.table({
-            **columns,
-            "waveform": _tensor_column(waves),
+        cpu = [
+            {stage: float(r.get(f"cpu_{stage}_s", 0.0)) for stage in CPU_STAGES[:-1]} | {FEATURE: feature_cpu}
+            for r in rows
+        ]
+        columns = {name: [r[name] for r in rows] for name in SEGMENT_COLUMNS}
+        columns |= {
+            WAVEFORM: tensor_array(waves),
+            FACE_JPEG: pa.array([r[FACE_JPEG] for r in rows], pa.binary()),
+            FACE_BOX: pa.array([list(map(int, r[FACE_BOX])) for r in rows], pa.list_(pa.int32(), 4)),
+            FRAME_TIME: pa.array([float(r[FRAME_TIME]) for r in rows], pa.float64()),
+            FACE_FEATURE: tensor_array(features),
+            EMBEDDER: pa.array([self.embedder.name] * len(rows), pa.string()),
+            DURATION_S: pa.array([float(r[DURATION_S]) for r in rows], pa.float64()),
+            CPU_S: cpu,
             **stored,
-            "face_jpeg": pa.array([r["face_jpeg"] for r in rows], pa.binary()),
-            "face_box": pa.array([list(map(int, r["face_box"])) for r in rows], pa.list_(pa.int32(), 4)),
-            **({"face_landmarks": _tensor_column(np.stack([np.asarray(r["face_landmarks"], np.float32).reshape(
-                landmarks.NUM_LANDMARKS, 2) for r in rows]))} if self.store_landmarks else {}),
-            "frame_time": pa.array([float(r["frame_time"]) for r in rows], pa.float64()),
-            "face_feature": _tensor_column(features),
-            "embedder": pa.array([self.embedder.name] * len(rows), pa.string()),
-            "duration_s": pa.array([float(r["duration_s"]) for r in rows], pa.float64()),
-            "cpu_s": cpu,
-        }, schema=self.schema)  # fmt: skip
+        }
+        return pa.table({name: columns[name] for name in self.schema.names}, schema=self.schema)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         rows = batch.to_dict("records")
@@ -264,8 +342,17 @@ class FeatureStage:
                 try:
                     good.append(self._features([row]))
                 except Exception as error:  # noqa: BLE001
-                    row["stage"], row["error"] = "feature", f"{type(error).__name__}: {error}"[:2000]
+                    row[STAGE], row[ERROR] = FEATURE, f"{type(error).__name__}: {error}"[:2000]
                     bad.append(row)
-            write_failures(bad, self.failures_uri, "feature")
+            write_failures(bad, self.failures_uri, FEATURE)
             empty = self.schema.empty_table()
             return pa.concat_tables(good) if good else empty
+
+
+def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: EmbedderRecord, sizes: PoolSizes) -> list:
+    """The pipeline as data: download -> decode + face -> feature, each with its batch size and resources."""
+    return [
+        DownloadStage.stage(config, sizes),
+        DecodeFaceStage.stage(config, sizes, failures_uri),
+        FeatureStage.stage(config, sizes, failures_uri, embedder),
+    ]

@@ -25,18 +25,24 @@ BLOCKS_PER_CPU = 8  # enough blocks that runs of hundreds of rows still keep eve
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What each task or actor of a stage reserves."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass(frozen=True)
 class Stage:
     """One ``map_batches``: ``udf`` with its batch size and the resources each task or actor reserves."""
 
     name: str
     udf: Callable | type
+    resources: Resources = Resources()
     batch_size: int | None = None  # None: one call per block
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
     pool: tuple[int, int] | None = None  # (min, max) actors; None: stateless tasks
     concurrent_calls: int = 1  # calls one actor runs at once, in threads (an I/O-bound stage)
-    args: tuple = ()  # the class's constructor arguments
-    kwargs: dict = field(default_factory=dict)  # a function's keyword arguments
+    kwargs: dict = field(default_factory=dict)  # the class's constructor arguments, or a function's
 
 
 def apply_stages(dataset, stages: list[Stage]):
@@ -44,16 +50,19 @@ def apply_stages(dataset, stages: list[Stage]):
     from ray.data import ActorPoolStrategy
 
     for stage in stages:
-        options = {"batch_size": stage.batch_size, "batch_format": "pandas", "num_cpus": stage.num_cpus}
-        if stage.num_gpus:
-            options["num_gpus"] = stage.num_gpus
+        options = {"batch_size": stage.batch_size, "batch_format": "pandas", "num_cpus": stage.resources.cpus}
+        if stage.resources.gpus:
+            options["num_gpus"] = stage.resources.gpus
         if stage.pool:
             threaded = stage.concurrent_calls > 1
             options["compute"] = ActorPoolStrategy(
-                min_size=stage.pool[0], max_size=stage.pool[1], max_concurrent_calls_per_actor=stage.concurrent_calls,
-                max_tasks_in_flight_per_actor=max(2, stage.concurrent_calls), enable_true_multi_threading=threaded,
-            )  # fmt: skip
-            options["fn_constructor_args"] = stage.args
+                min_size=stage.pool[0],
+                max_size=stage.pool[1],
+                max_concurrent_calls_per_actor=stage.concurrent_calls,
+                max_tasks_in_flight_per_actor=max(2, stage.concurrent_calls),
+                enable_true_multi_threading=threaded,
+            )
+            options["fn_constructor_kwargs"] = stage.kwargs
         else:
             options["fn_kwargs"] = stage.kwargs
         dataset = dataset.map_batches(stage.udf, **options)
@@ -77,7 +86,7 @@ def source(rows: pd.DataFrame, block_rows: int):
 class _PassThrough:
     """A stage's stand-in that does no work: what Ray Data itself costs per row."""
 
-    def __init__(self, *_args):
+    def __init__(self, **_kwargs):
         pass
 
     def __call__(self, batch: pd.DataFrame, **_kwargs) -> pd.DataFrame:

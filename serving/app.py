@@ -11,7 +11,6 @@ the gallery once; concurrent requests are batched through the encoder (@serve.ba
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations (Request) at run time.
-import argparse
 import asyncio
 import base64
 import dataclasses
@@ -33,34 +32,36 @@ from PIL import Image
 from ray import serve
 
 from serving.uploads import ApiError, decode_upload, read_upload
-from trainer.decoder_io import check_embedder, draw_faces, read_decoder
-from trainer.inference import InputError, check_same_embedder
-from trainer.model_io import read_model
-from trainer.predict import Gallery, predict_features
+from speech2face import flags, inference
+from speech2face.dataset import EMBEDDER
+from speech2face.flags import flag
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 api = FastAPI(title="Speech2Face", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
 
-@dataclass
+PROG = "python -m serving.app"
+
+
+@dataclass(kw_only=True)
 class ServiceConfig:
-    model: str
-    gallery: str
-    gallery_split: str | None = None
-    decoder: str | None = None  # a trainer.train_decoder decoder.safetensors: also draw the face
-    top: int = 5
-    max_upload_mb: float = 25.0
-    max_batch_size: int = 8
-    batch_wait_s: float = 0.02
+    model: str = flag(help="model.safetensors of a trainer.train run")
+    gallery: str = flag(help="preprocess output (dir or s3://) whose faces are ranked")
+    gallery_split: str | None = flag(None, help="only faces of this split (default: every split)")
+    decoder: str | None = flag(None, help="decoder.safetensors of a trainer.train_decoder run: also draw the face")
+    top: int = flag(5, minimum=1, help="faces returned per request")
+    max_upload_mb: float = flag(25.0, above=0, help="larger uploads get 413")
+    max_batch_size: int = flag(8, minimum=1, help="requests batched into one encoder call")
+    batch_wait_s: float = flag(0.02, minimum=0, help="how long a batch waits to fill")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ReplicaConfig:
-    num_replicas: int = 1
-    min_replicas: int | None = None  # with max_replicas: autoscaling instead of a fixed count
-    max_replicas: int | None = None
-    num_cpus_per_replica: float = 1.0
-    num_gpus_per_replica: float = 0.0
+    num_replicas: int = flag(1, minimum=1, help="replicas of the model (fixed count)")
+    min_replicas: int | None = flag(None, minimum=1, help="autoscaling: at least this many replicas")
+    max_replicas: int | None = flag(None, minimum=1, help="autoscaling: at most this many (turns autoscaling on)")
+    num_cpus_per_replica: float = flag(1.0, minimum=0, help="CPUs each replica reserves")
+    num_gpus_per_replica: float = flag(0.0, minimum=0, help="GPUs each replica reserves (e.g. 0.25)")
 
     def deployment_options(self) -> dict:
         actor = {"num_cpus": self.num_cpus_per_replica, "num_gpus": self.num_gpus_per_replica}
@@ -68,6 +69,25 @@ class ReplicaConfig:
             return {"num_replicas": self.num_replicas, "ray_actor_options": actor}
         scaling = {"min_replicas": self.min_replicas or 1, "max_replicas": self.max_replicas}
         return {"autoscaling_config": scaling, "ray_actor_options": actor}
+
+
+@dataclass(kw_only=True)
+class BuildArgs(ReplicaConfig, ServiceConfig):
+    """What ``serve run serving.app:build name=value ...`` takes: the service and its replicas."""
+
+    def split(self) -> tuple[ServiceConfig, ReplicaConfig]:
+        def part(cls):
+            return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+        return part(ServiceConfig), part(ReplicaConfig)
+
+
+@dataclass(kw_only=True)
+class ServeCommand(BuildArgs):
+    host: str = flag(
+        "127.0.0.1", help="address to listen on (0.0.0.0: every interface; see docs/cluster.md before exposing it)"
+    )
+    port: int = flag(8000, minimum=0, maximum=65535, help="HTTP port")
 
 
 @api.exception_handler(ApiError)
@@ -100,18 +120,18 @@ def _versions() -> dict:
 class Speech2FaceService:
     def __init__(self, config: ServiceConfig):
         self.config = config
-        self.model, self.meta = read_model(config.model)
+        self.model, self.meta = inference.read_model(config.model)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.model.to(device)
-        self.decoder = read_decoder(config.decoder, device)[0] if config.decoder else None
-        self.manifest = check_same_embedder(self.meta, config.gallery)
-        self.gallery = Gallery(config.gallery, config.gallery_split, "ytid")
+        self.decoder = inference.read_decoder(config.decoder, device)[0] if config.decoder else None
+        self.manifest = inference.check_same_embedder(self.meta, config.gallery)
+        self.gallery = inference.Gallery(config.gallery, config.gallery_split)
         self.encode_batch.set_max_batch_size(config.max_batch_size)
         self.encode_batch.set_batch_wait_timeout_s(config.batch_wait_s)
 
     @serve.batch
     async def encode_batch(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(predict_features, self.model, np.stack(waves)))
+        return list(await asyncio.to_thread(inference.predict_features, self.model, np.stack(waves)))
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> str:
@@ -123,11 +143,19 @@ class Speech2FaceService:
 
     @api.get("/api/info")
     async def info(self) -> dict:
-        return {"model": self.config.model, "preset": self.meta.get("preset"),
-                "feature_dim": int(self.model.out_dim), "embedder": self.manifest["embedder"],
-                "gallery": self.config.gallery, "gallery_split": self.config.gallery_split,
-                "gallery_size": len(self.gallery), "top": self.config.top, "decoder": self.config.decoder,
-                "max_upload_mb": self.config.max_upload_mb, "versions": _versions()}  # fmt: skip
+        return {
+            "model": self.config.model,
+            "preset": self.meta.get("preset"),
+            "feature_dim": int(self.model.out_dim),
+            EMBEDDER: self.manifest.embedder.to_dict(),
+            "gallery": self.config.gallery,
+            "gallery_split": self.config.gallery_split,
+            "gallery_size": len(self.gallery),
+            "top": self.config.top,
+            "decoder": self.config.decoder,
+            "max_upload_mb": self.config.max_upload_mb,
+            "versions": _versions(),
+        }
 
     @api.post("/api/predict")
     async def predict(self, request: Request, start: float = 0.0) -> dict:
@@ -142,21 +170,26 @@ class Speech2FaceService:
             match["face"] = _data_url(self.gallery.face_jpegs[match.pop("index")])
         drawn = None
         if self.decoder is not None:
-            drawn = _png_data_url((await asyncio.to_thread(draw_faces, self.decoder, feature[None]))[0][0])
-        return {"filename": upload.filename, "audio_seconds": round(seconds, 3),
-                "feature_dim": int(feature.shape[0]), "feature_norm": float(np.linalg.norm(feature)),
-                "gallery_size": len(self.gallery), "top": matches, "drawn_face": drawn,
-                "elapsed_ms": round(1000 * (time.perf_counter() - started), 1)}  # fmt: skip
+            drawn = _png_data_url((await asyncio.to_thread(inference.draw_faces, self.decoder, feature[None]))[0][0])
+        return {
+            "filename": upload.filename,
+            "audio_seconds": round(seconds, 3),
+            "feature_dim": int(feature.shape[0]),
+            "feature_norm": float(np.linalg.norm(feature)),
+            "gallery_size": len(self.gallery),
+            "top": matches,
+            "drawn_face": drawn,
+            "elapsed_ms": round(1000 * (time.perf_counter() - started), 1),
+        }
 
 
 def _check_inputs(config: ServiceConfig) -> None:
     """Refuse a missing model or gallery before any replica starts (each would fail the same way)."""
-    if config.top < 1 or config.max_upload_mb <= 0 or config.max_batch_size < 1:
-        raise InputError("--top and --max-batch-size must be >= 1 and --max-upload-mb > 0")
-    meta = read_model(config.model)[1]
-    check_same_embedder(meta, config.gallery)
+    flags.validate(config)
+    meta = inference.read_model(config.model)[1]
+    inference.check_same_embedder(meta, config.gallery)
     if config.decoder:
-        check_embedder(read_decoder(config.decoder)[1], meta["embedder"], "the model")
+        inference.check_embedder(inference.read_decoder(config.decoder)[1], inference.embedder_of(meta), "the model")
 
 
 def build_app(config: ServiceConfig, replicas: ReplicaConfig | None = None):
@@ -166,76 +199,34 @@ def build_app(config: ServiceConfig, replicas: ReplicaConfig | None = None):
 
 def build(args: dict):
     """``serve run serving.app:build model=M gallery=D [top=5 num_replicas=2 ...]``: strings, as Serve passes them."""
-    fields = {f.name: f for f in (*dataclasses.fields(ServiceConfig), *dataclasses.fields(ReplicaConfig))}
-    unknown = sorted(set(args) - set(fields))
-    if unknown or not {"model", "gallery"} <= set(args):
-        raise ValueError(
-            f"serving.app:build needs model=... gallery=...; it knows {sorted(fields)}; got {sorted(args)}"
-        )
-    typed = {name: _parse(fields[name].type, value) for name, value in args.items()}
-    config = ServiceConfig(**{k: v for k, v in typed.items() if k in ServiceConfig.__dataclass_fields__})
+    config, replicas = flags.from_strings(BuildArgs, args).split()
     _check_inputs(config)
-    return build_app(
-        config, ReplicaConfig(**{k: v for k, v in typed.items() if k in ReplicaConfig.__dataclass_fields__})
-    )
+    return build_app(config, replicas)
 
 
-def _parse(annotation, value: str):
-    kind = str(annotation)  # e.g. "<class 'int'>", "int | None", "str | None"
-    if "int" in kind:
-        return int(value)
-    return float(value) if "float" in kind else value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--model", required=True, help="model.safetensors of a trainer.train run")
-    p.add_argument("--gallery", required=True, help="preprocess output (dir or s3://) whose faces are ranked")
-    p.add_argument("--gallery-split", help="only faces of this split (default: every split)")
-    p.add_argument("--decoder", help="decoder.safetensors of a trainer.train_decoder run: also draw the face")
-    p.add_argument("--top", type=int, default=5, help="faces returned per request")
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (0.0.0.0: every interface; see docs/cluster.md before exposing it)",
-    )
-    p.add_argument("--port", type=int, default=8000, help="HTTP port")
-    p.add_argument("--max-upload-mb", type=float, default=25.0, help="larger uploads get 413")
-    p.add_argument("--num-replicas", type=int, default=1, help="replicas of the model (fixed count)")
-    p.add_argument("--min-replicas", type=int, help="autoscaling: at least this many replicas")
-    p.add_argument("--max-replicas", type=int, help="autoscaling: at most this many (turns autoscaling on)")
-    p.add_argument("--num-cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves")
-    p.add_argument("--num-gpus-per-replica", type=float, default=0.0, help="GPUs each replica reserves (e.g. 0.25)")
-    p.add_argument("--max-batch-size", type=int, default=8, help="requests batched into one encoder call")
-    p.add_argument("--batch-wait-s", type=float, default=0.02, help="how long a batch waits to fill")
-    return p  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = ServiceConfig(args.model, args.gallery, args.gallery_split, args.decoder, args.top, args.max_upload_mb,
-                           args.max_batch_size, args.batch_wait_s)  # fmt: skip
-    replicas = ReplicaConfig(args.num_replicas, args.min_replicas, args.max_replicas,
-                             args.num_cpus_per_replica, args.num_gpus_per_replica)  # fmt: skip
-    try:
-        _check_inputs(config)
-    except (InputError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def serve_until_stopped(command: ServeCommand) -> int:
+    config, replicas = command.split()
+    _check_inputs(config)
     stop = threading.Event()  # set by Ctrl-C or SIGTERM, also during start-up: the app is then shut down
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     import ray
 
     ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
-    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.start(http_options={"host": command.host, "port": command.port})
     serve.run(build_app(config, replicas), name="speech2face", route_prefix="/")
-    print(f"Speech2Face serves http://{args.host}:{args.port}/ (API: /api/predict, /api/info, /api/docs); "
-          "Ctrl-C stops it", flush=True)  # fmt: skip
+    print(
+        f"Speech2Face serves http://{command.host}:{command.port}/ (API: /api/predict, /api/info, /api/docs); "
+        "Ctrl-C stops it",
+        flush=True,
+    )
     stop.wait()
     serve.shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    return flags.run_command(serve_until_stopped, flags.parse(ServeCommand, argv, prog, __doc__))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Speech2Face domain core: audio, spectrogram, faces, face embedders, voice encoder, losses, metrics.
+"""Speech2Face domain core: the dataset contract, audio and spectrogram, faces and landmarks, face embedders,
+the voice encoder and face decoder, losses, retrieval metrics, storage, and the inference library.
 
-This package imports no Ray; the Ray layers live in ``pipelines``, ``trainer`` and ``tuning``.
+This package imports no Ray; the Ray layers live in ``pipelines``, ``trainer``, ``tuning`` and ``serving``.
 """
 
 __version__ = "0.1.0"

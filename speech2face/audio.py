@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speech2face.errors import InputError
 from speech2face.processes import run_tool
 
 SAMPLE_RATE = 16000
@@ -31,8 +32,10 @@ SILENCE_PEAK = 1e-4  # peak |sample| below this is digital silence, not a voice
 INT16_SCALE = 32767.0
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """A clip's audio cannot be used: missing file, no audio stream, corrupt, too short or silent."""
+
+    prefix = "cannot use this audio: "
 
 
 class UnusableAudioError(AudioError):

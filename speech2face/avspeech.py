@@ -15,10 +15,11 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 
+from speech2face.dataset import CLIP_ID, END, ERROR, PARSE, STAGE, START, TRAIN, VAL, YTID
+
 # YouTube ids are 11 characters of the URL-safe base64 alphabet; checking this before a ytid
 # reaches a URL or a file name rules out path traversal ("../x") and shell tricks ("$(id)").
 YTID_PATTERN = re.compile(r"[A-Za-z0-9_-]{11}")
-PARSE_STAGE = "parse"
 
 
 @dataclass(frozen=True, slots=True)  # slots: millions of rows of an AVSpeech CSV stay small
@@ -43,11 +44,11 @@ def clip_id(ytid: str, start: float, end: float) -> str:
 def split_of(key: str, val_fraction: float) -> str:
     """'val' for a stable ``val_fraction`` of keys, else 'train' (SHA-256, not Python's salted hash)."""
     unit = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    return "val" if unit < val_fraction else "train"
+    return VAL if unit < val_fraction else TRAIN
 
 
 def failure_row(clip: str, ytid: str, start: float, end: float, stage: str, error: str) -> dict:
-    return {"clip_id": clip, "ytid": ytid, "start": start, "end": end, "stage": stage, "error": error}
+    return {CLIP_ID: clip, YTID: ytid, START: start, END: end, STAGE: stage, ERROR: error}
 
 
 def _parse_one(fields: list[str]) -> tuple[str, float, float, float, float]:
@@ -70,7 +71,7 @@ def _parse_one(fields: list[str]) -> tuple[str, float, float, float, float]:
 
 
 def parse_csv(
-    text: str, val_fraction: float = 0.1, split_name: str | None = None, split_by: str = "ytid"
+    text: str, val_fraction: float = 0.1, split_name: str | None = None, split_by: str = YTID
 ) -> tuple[list[Segment], list[dict]]:
     """Parse an AVSpeech CSV into (segments, parse failures), keeping the input order.
 
@@ -78,7 +79,7 @@ def parse_csv(
     hash of the ytid (``split_by="ytid"``: all segments of a video share a split) or of the clip id
     (``split_by="clip"``) puts ``val_fraction`` of them in "val". A repeated segment is a failure.
     """
-    if split_by not in ("ytid", "clip"):
+    if split_by not in (YTID, "clip"):
         raise ValueError(f"split_by must be 'ytid' or 'clip', got {split_by!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -92,15 +93,15 @@ def parse_csv(
             ytid, start, end, x, y = _parse_one(fields)
         except ValueError as error:
             raw = ",".join(fields)[:200]
-            failures.append(failure_row(f"line{line_number}", fields[0][:64], math.nan, math.nan, PARSE_STAGE,
+            failures.append(failure_row(f"line{line_number}", fields[0][:64], math.nan, math.nan, PARSE,
                                         f"line {line_number}: {error} (row: {raw!r})"))  # fmt: skip
             continue
         cid = clip_id(ytid, start, end)
         if cid in seen:
-            failures.append(failure_row(cid, ytid, start, end, PARSE_STAGE,
+            failures.append(failure_row(cid, ytid, start, end, PARSE,
                                         f"line {line_number}: duplicate of an earlier row"))  # fmt: skip
             continue
         seen.add(cid)
-        split = split_name or split_of(ytid if split_by == "ytid" else cid, val_fraction)
+        split = split_name or split_of(ytid if split_by == YTID else cid, val_fraction)
         segments.append(Segment(cid, ytid, start, end, x, y, split))
     return segments, failures

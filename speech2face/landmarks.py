@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from speech2face.embedders import check_face_batch
+from speech2face.embedders.base import check_face_batch
 from speech2face.faces import CROP_MARGIN, CROP_SIZE, face_box_in_crop, face_recognition_module
 
 NUM_LANDMARKS = 68

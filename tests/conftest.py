@@ -13,8 +13,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
-from tests import rgw  # noqa: E402
-from tests.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
+from tests.support import rgw  # noqa: E402
+from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
@@ -34,7 +34,7 @@ def ray_session():
     """One local Ray instance for every test that needs Ray (starting one costs ~10 s)."""
     import ray
 
-    from tests.local_cluster import free_port
+    from tests.support.local_cluster import free_port
 
     # address="local": never attach to another Ray that happens to run on the machine.
     # A dashboard of its own, on a free port: without one, Ray Train's PlacementGroupCleaner asks
@@ -61,7 +61,7 @@ class Corpus:
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> Corpus:
     """A small demo corpus (6 speakers, 2 of them test-only), with short and distractor segments."""
-    from speech2face.synth.corpus import CorpusConfig, generate_corpus
+    from demo_corpus.corpus import CorpusConfig, generate_corpus
 
     directory = tmp_path_factory.mktemp("small_corpus")
     config = CorpusConfig(speakers=6, clips_per_speaker=2, test_speakers=2)

@@ -1,9 +1,6 @@
-"""trainer: Ray Train training, evaluation and prediction for the Speech2Face voice encoder.
+"""trainer (Ray layer): the voice encoder's and the face decoder's training and evaluation jobs.
 
-Importing this package does not import Ray: ``trainer.load_model(path)`` loads a trained
-model.safetensors with torch and safetensors only.
+Commands, one module each: ``train``, ``evaluate``, ``predict``, ``train_decoder``, ``evaluate_decoder``
+(``python -m trainer.<command>``). Rooms they use: ``encoder/``, ``decoder/`` and ``runtime/`` (what both
+share). Loading a trained model needs no Ray and no trainer: ``speech2face.inference.load_model(path)``.
 """
-
-from trainer.model_io import load_model, read_model
-
-__all__ = ["load_model", "read_model"]

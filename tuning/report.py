@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import re
 import shlex
 
-from speech2face import storage
-from tuning.space import FLAGS, LOG_SCALE, train_flags
+from speech2face import flags, storage
+from trainer.encoder.config import TrainConfig
+from tuning.space import LOG_SCALE, PARAMS
 
 # Tune's trial ids (random search: "41ae5_00000"; other searchers: "c6798df3"); a trial's directory holds its id
 TRIAL_ID = re.compile(r"(?<=_)(?:[0-9a-f]{5}_\d{5}|[0-9a-f]{8})(?=_)")
@@ -39,9 +41,15 @@ def trial_rows(results, args, statuses: dict[str, str]) -> list[dict]:
         else:
             status = "ERROR" if result.error else ("STOPPED_EARLY" if epochs < args.epochs else "TERMINATED")
         row = {"trial_id": trial_id}
-        row.update({name: result.config.get(name) for name in FLAGS if name in result.config})
-        row.update({f"{args.metric}_final": values[-1] if values else math.nan, f"{args.metric}_best": best,
-                    "epochs": epochs, "status": status})  # fmt: skip
+        row.update({name: result.config.get(name) for name in PARAMS if name in result.config})
+        row.update(
+            {
+                f"{args.metric}_final": values[-1] if values else math.nan,
+                f"{args.metric}_best": best,
+                "epochs": epochs,
+                "status": status,
+            }
+        )
         row["curve"] = values
         rows.append(row)
     return sorted(rows, key=lambda r: r["trial_id"])
@@ -64,26 +72,21 @@ def trials_csv(rows: list[dict]) -> bytes:
     return text.getvalue().encode()
 
 
-def best_config(best: dict, args) -> dict:
-    params = {name: best[name] for name in FLAGS if name in best}
-    command = ["python", "-m", "trainer.train", "--data", args.data, "--storage", args.storage,
-               "--name", f"{args.name}-best", "--preset", args.preset, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--num-workers", str(args.workers_per_trial),
-               "--cpus-per-worker", f"{args.cpus_per_worker:g}", "--amp", args.amp, "--compile", args.compile,
-               "--seed", str(args.seed), *train_flags(params)]  # fmt: skip
-    if args.crop_frames:
-        command += ["--crop-frames", str(args.crop_frames)]
-    if args.cache_data:
-        command.append("--cache-data")
-    if args.use_gpu:
-        command.append("--use-gpu")
-    if args.vggface_weights and params.get("loss_distill"):
-        command += ["--vggface-weights", args.vggface_weights]
-    if getattr(args, "decoder", None) and params.get("loss_decoder"):
-        command += ["--decoder", args.decoder]
-    return {"metric": args.metric, "mode": args.mode, "value": best[f"{args.metric}_best"],
-            "trial_id": best["trial_id"], "params": params, "train_args": command[3:],
-            "command": shlex.join(command)}  # fmt: skip
+def best_config(best: dict, args, base: TrainConfig) -> dict:
+    """The best trial's parameters, and the trainer.train command that trains with them (every flag the
+    trials were given, under <storage>/<name>-best)."""
+    params = {name: best[name] for name in PARAMS if name in best}
+    config = dataclasses.replace(base, storage=args.storage, name=f"{args.name}-best", **params)
+    command = ["python", "-m", "trainer.train", *flags.to_argv(config)]
+    return {
+        "metric": args.metric,
+        "mode": args.mode,
+        "value": best[f"{args.metric}_best"],
+        "trial_id": best["trial_id"],
+        "params": params,
+        "train_args": command[3:],
+        "command": shlex.join(command),
+    }
 
 
 def sweep_png(rows: list[dict], args) -> bytes:
@@ -92,8 +95,11 @@ def sweep_png(rows: list[dict], args) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    params = [name for name in FLAGS if any(isinstance(r.get(name), (int, float)) for r in rows)
-              and len({r.get(name) for r in rows}) > 1]  # fmt: skip
+    params = [
+        name
+        for name in PARAMS
+        if any(isinstance(r.get(name), (int, float)) for r in rows) and len({r.get(name) for r in rows}) > 1
+    ]
     figure, axes = plt.subplots(1, len(params) + 1, figsize=(3.6 * (len(params) + 1), 3.4), squeeze=False)
     colours = {"TERMINATED": "tab:blue", "STOPPED_EARLY": "tab:orange", "ERROR": "tab:red", "INTERRUPTED": "tab:gray"}
     metric = f"{args.metric}_best"
@@ -123,15 +129,16 @@ def sweep_png(rows: list[dict], args) -> bytes:
     return buffer.getvalue()
 
 
-def write_reports(rows: list[dict], args) -> dict | None:
-    """Writes the three files into <storage>/<name>/ and returns best_config (None if no trial scored)."""
+def write_reports(rows: list[dict], args, base: TrainConfig) -> dict | None:
+    """Writes the three files into <storage>/<name>/ and returns best_config (None if no trial scored);
+    ``base``: the trials' trainer.train config before their parameters."""
     out = storage.join(args.storage, args.name)
     storage.write_bytes(storage.join(out, "trials.csv"), trials_csv(rows))
     storage.write_bytes(storage.join(out, "sweep.png"), sweep_png(rows, args))
     best = best_row(rows, args)
     if best is None:
         return None
-    config = best_config(best, args)
+    config = best_config(best, args, base)
     storage.write_json(storage.join(out, "best_config.json"), config)
     print(trials_csv(rows).decode())
     return config

@@ -3,12 +3,10 @@ temperature and learning rate."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-# Parameter -> the trainer.train flag it sets.
-FLAGS = {"loss_l2norm": "--loss-l2norm", "loss_distill": "--loss-distill", "loss_l1": "--loss-l1",
-         "loss_decoder": "--loss-decoder", "temperature": "--temperature", "lr": "--lr"}  # fmt: skip
+# What a trial may set: fields of trainer.train's TrainConfig.
+PARAMS = ("loss_l2norm", "loss_distill", "loss_l1", "loss_decoder", "temperature", "lr")
 LOG_SCALE = {"loss_l2norm", "loss_distill", "lr"}
 
 
@@ -52,13 +50,3 @@ class SearchSpace:
         if self.decoder_choices:
             space["loss_decoder"] = tune.choice(list(self.decoder_choices))
         return space
-
-
-def train_flags(params: dict) -> list[str]:
-    """trainer.train flags for a trial's parameters, in a stable order."""
-    flags = []
-    for name, flag in FLAGS.items():
-        if name in params:
-            value = params[name]
-            flags += [flag, f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else str(value)]
-    return flags

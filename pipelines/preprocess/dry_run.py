@@ -1,0 +1,53 @@
+"""--dry-run: what a run would do, per split, without downloading or writing anything."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from pipelines.preprocess.config import PreprocessConfig
+from pipelines.preprocess.ledger import read_columns, read_segments, stage_failures
+from pipelines.preprocess.sizing import cluster_resources, pool_sizes
+from speech2face.dataset import CLIP_ID, REASON, SPLIT, STAGE
+
+STATE = "state"
+TO_DO, DONE = "to do", "done"
+SKIPPED, RETRIED = "failed earlier (skipped)", "failed earlier (retried)"
+
+
+def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict:
+    """The plan: valid rows per split and state (done, to do, failed earlier), and the actor pools."""
+    rows = read_segments(config, failures_uri, write_failures=False)
+    segments = pd.DataFrame({CLIP_ID: [s.clip_id for s in rows], SPLIT: [s.split for s in rows]})
+    del rows
+    done = set(read_columns(clips_uri, [CLIP_ID])[CLIP_ID])
+    failed = stage_failures(failures_uri, (CLIP_ID, STAGE, REASON))
+    retry = config.retry_failures
+    retried = failed if retry == "all" else failed[failed[REASON].isin((retry or "").split(","))]
+    skipped = set(failed[CLIP_ID]) - set(retried[CLIP_ID])
+    segments[STATE] = TO_DO
+    segments.loc[segments[CLIP_ID].isin(skipped), STATE] = SKIPPED
+    segments.loc[segments[CLIP_ID].isin(set(retried[CLIP_ID])), STATE] = RETRIED
+    segments.loc[segments[CLIP_ID].isin(done), STATE] = DONE
+    table = segments.groupby([SPLIT, STATE]).size().unstack(fill_value=0)
+    resources, nodes = cluster_resources()
+    to_process = int(segments[STATE].isin([TO_DO, RETRIED]).sum())
+    sizes = pool_sizes(config, resources, nodes, rows=to_process)
+    plan = {
+        "valid_rows": len(segments),
+        "per_split": {split: {k: int(v) for k, v in row.items()} for split, row in table.iterrows()},
+        "to_process": to_process,
+        "resources": resources,
+        "nodes": nodes,
+        "actor_pools": dataclasses.asdict(sizes),
+    }
+    csvs = config.csv + (f" and {config.test_csv}" if config.test_csv else "")
+    print(f"[preprocess] dry run: {len(segments)} valid rows in {csvs}")
+    print(table.to_string() if len(table) else "(no valid rows)")
+    print(
+        f"[preprocess] would process {to_process} rows on {resources.get('CPU', 0):g} CPU / "
+        f"{resources.get('GPU', 0):g} GPU ({nodes} node(s)): {sizes.describe()}; "
+        "nothing was downloaded or written"
+    )
+    return plan

@@ -1,0 +1,118 @@
+"""What an output already holds, and so what a run still has to do: resume is a matter of reading it back.
+
+The CSVs give the valid rows (their parse failures are written again each run, one file per CSV, so
+they are never duplicated); ``clips/`` holds the rows done; ``failures/`` the rows that failed at a
+later stage, skipped unless retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines.failures import failures_table, parquet_bytes
+from pipelines.preprocess.config import PreprocessConfig
+from speech2face import storage
+from speech2face.avspeech import failure_row, parse_csv
+from speech2face.dataset import CLIP_ID, ERROR, PARSE, REASON, SEGMENT_COLUMNS, STAGE, TEST
+
+
+def read_columns(uri: str, columns: list[str]) -> pd.DataFrame:
+    """The given columns of every Parquet file below ``uri``; unreadable files (a killed write) are deleted.
+
+    A column that an older file lacks (failures' ``reason``) reads as null.
+    """
+    frames = []
+    for file_uri in storage.list_files(uri, suffix=".parquet"):
+        try:
+            file = pq.ParquetFile(io.BytesIO(storage.read_bytes(file_uri)))
+            present = [c for c in columns if c in file.schema_arrow.names]
+            frames.append(file.read(columns=present).to_pandas().reindex(columns=columns))
+        except Exception as error:  # noqa: BLE001 - a half-written shard from a killed run
+            print(f"[preprocess] removing unreadable shard {file_uri}: {error}", file=sys.stderr)
+            storage.delete(file_uri)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _is_parse_file(file_uri: str) -> bool:
+    return file_uri.rsplit("/", 1)[-1].startswith(f"{PARSE}-")
+
+
+def read_segments(config: PreprocessConfig, failures_uri: str, write_failures: bool = True) -> list:
+    """The valid rows of --csv (and of --test-csv, as split 'test'); each CSV's parse failures go to failures/."""
+    sources = [(config.csv, config.split_name)] + ([(config.test_csv, TEST)] if config.test_csv else [])
+    segments, seen = [], set()  # a set, not a dict: millions of clip ids
+    for index, (csv_uri, split_name) in enumerate(sources):
+        text = storage.read_bytes(csv_uri).decode("utf-8", errors="replace")
+        if config.limit:  # without it, no list of millions of lines
+            text = "\n".join(text.splitlines()[: config.limit])
+        rows, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
+        del text
+        for segment in rows:  # a segment in both CSVs is kept once, where it came first
+            if segment.clip_id in seen:
+                earlier = ", ".join(uri for uri, _ in sources[:index])
+                failures.append(
+                    failure_row(
+                        segment.clip_id,
+                        segment.ytid,
+                        segment.start,
+                        segment.end,
+                        PARSE,
+                        f"{csv_uri}: duplicate of a row of {earlier}",
+                    )
+                )
+            else:
+                seen.add(segment.clip_id)
+                segments.append(segment)
+        if write_failures:
+            csv_key = hashlib.sha256(f"{csv_uri}|{config.limit}".encode()).hexdigest()[:16]
+            file_uri = storage.join(failures_uri, f"{PARSE}-{csv_key}.parquet")
+            storage.write_bytes(file_uri, parquet_bytes(failures_table(failures)))
+    return segments
+
+
+def clear_failures(failures_uri: str, retry: str) -> None:
+    """Forget earlier stage failures that will be retried: all of them, or those of the given reasons.
+
+    A file keeping some rows is rewritten in place (one PUT on S3), so a crash never duplicates a row.
+    """
+    reasons = None if retry == "all" else set(retry.split(","))
+    for file_uri in storage.list_files(failures_uri, suffix=".parquet"):
+        if _is_parse_file(file_uri):
+            continue
+        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
+        keep = [] if reasons is None else [row for row in table.to_pylist() if row.get(REASON) not in reasons]
+        if not keep:
+            storage.delete(file_uri)
+        elif len(keep) < table.num_rows:
+            storage.write_bytes(file_uri, parquet_bytes(failures_table(keep)))
+
+
+def stage_failures(failures_uri: str, columns: tuple[str, ...] = (CLIP_ID, STAGE)) -> pd.DataFrame:
+    """Earlier failures at a stage after parsing (parse failures are recomputed from the CSV every run)."""
+    failed = read_columns(failures_uri, list(columns))
+    return failed[failed[STAGE] != PARSE]
+
+
+def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
+    """Rows still to do: not yet in clips/, and not in failures/ unless retried (then those are cleared)."""
+    if config.retry_failures:
+        clear_failures(failures_uri, config.retry_failures)
+    done = set(read_columns(clips_uri, [CLIP_ID])[CLIP_ID])
+    failed = set(stage_failures(failures_uri)[CLIP_ID])
+    todo = [s for s in segments if s.clip_id not in done and s.clip_id not in failed]
+    print(
+        f"[preprocess] {len(segments)} valid rows: {len(done)} already in clips/, "
+        f"{len(failed)} failed earlier (skipped), {len(todo)} to process"
+    )
+    return todo_frame(todo)
+
+
+def todo_frame(segments: list) -> pd.DataFrame:
+    """The rows the stages get: each segment's columns, and its failure columns still empty."""
+    rows = [s.as_row() for s in segments]
+    return pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS)).assign(**{STAGE: "", ERROR: "", REASON: ""})

@@ -1,0 +1,145 @@
+"""The run's record, manifest.json: the embedder it used, the layout it keeps, and what the output holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import re
+
+import pandas as pd
+
+from pipelines.preprocess.config import PreprocessConfig
+from pipelines.preprocess.ledger import read_columns
+from speech2face import __version__
+from speech2face.dataset import (
+    CLIP_ID,
+    CPU_S,
+    CPU_STAGES,
+    DOWNLOAD,
+    REASON,
+    SPLIT,
+    STAGE,
+    Counts,
+    EmbedderRecord,
+    Manifest,
+    weights_sha256,
+)
+
+
+def embedder_record(config: PreprocessConfig) -> EmbedderRecord:
+    """The face embedder this run uses, with the SHA-256 of its weights (dlib's shipped ones, or the .h5)."""
+    if config.face_embedder == "dlib":
+        from speech2face.embedders.dlib import DlibFace
+
+        face = DlibFace()
+        return EmbedderRecord(name=face.name, dim=face.dim, weights_sha256=face.weights_id, has_classifier=False)
+    return EmbedderRecord(
+        name="vggface",
+        dim=4096,
+        weights_sha256=weights_sha256(config.vggface_weights),
+        has_classifier=True,
+        weights=config.vggface_weights,
+    )
+
+
+def check_resumed_embedder(config: PreprocessConfig, manifest: Manifest, embedder: EmbedderRecord) -> None:
+    """One --out holds one network's features: a resumed run must use the embedder it was started with."""
+    if not manifest.embedder.same_network(embedder):
+        raise SystemExit(
+            f"{config.out} already holds clips embedded by {manifest.embedder.name} "
+            f"({manifest.embedder.weights_sha256[:12]}); use a new --out for {embedder.name}."
+        )
+
+
+def keep_layout(config: PreprocessConfig, manifest: Manifest) -> None:
+    """A resumed --out keeps its clips' columns: one schema for every file of a dataset."""
+    stored = manifest.layout.store_spectrogram
+    if stored != config.store_spectrogram:
+        print(
+            f"[preprocess] {config.out} was started {'with' if stored else 'without'} --store-spectrogram: "
+            "its new clips keep that layout"
+        )
+    config.store_spectrogram = stored
+    config.store_landmarks = manifest.layout.store_landmarks
+    if not config.store_landmarks:
+        print(
+            f"[preprocess] {config.out} was started before face_landmarks existed: its new clips keep that "
+            "layout (the face decoder computes landmarks from face_jpeg)"
+        )
+
+
+def _without_secret(url: str | None) -> str | None:
+    """A proxy URL as recorded: user:password@ becomes ***@."""
+    return re.sub(r"//[^/@]*@", "//***@", url) if url else url
+
+
+def _counted(series: pd.Series) -> dict:
+    return series.value_counts().sort_index().to_dict() if len(series) else {}
+
+
+def summarize(
+    config: PreprocessConfig,
+    clips_uri: str,
+    failures_uri: str,
+    embedder: EmbedderRecord,
+    wall_s: float,
+    processed: int,
+    object_store: dict | None = None,
+) -> Manifest:
+    import ray
+    import torch
+    import yt_dlp
+
+    clips = read_columns(clips_uri, [CLIP_ID, SPLIT, CPU_S])
+    failures = read_columns(failures_uri, [CLIP_ID, STAGE, REASON])
+    cpu = pd.DataFrame(list(clips[CPU_S])) if len(clips) else pd.DataFrame(columns=list(CPU_STAGES))
+    record = {k: v for k, v in dataclasses.asdict(config).items() if k != "extra"}
+    return Manifest(
+        embedder=embedder,
+        layout=config.layout(),
+        config=record | {"proxy": _without_secret(config.proxy)},
+        versions={
+            "speech2face": __version__,
+            "python": platform.python_version(),
+            "ray": ray.__version__,
+            "torch": torch.__version__,
+            "yt_dlp": yt_dlp.version.__version__,
+        },
+        counts=Counts(
+            clips=len(clips),
+            failures=len(failures),
+            per_split=_counted(clips[SPLIT]),
+            failures_per_stage=_counted(failures[STAGE]),
+            failures_per_reason=_counted(failures[REASON].dropna()),
+        ),
+        cpu_s_per_clip={stage: float(cpu[stage].mean()) if len(cpu) else None for stage in CPU_STAGES},
+        processed_this_run=processed,
+        wall_time_s=round(wall_s, 2),
+        object_store=object_store,
+    )
+
+
+def print_summary(manifest: Manifest) -> None:
+    counts = manifest.counts
+    total = counts.clips + counts.failures
+    print("\n=== preprocess summary ===")
+    print(f"clips      {counts.clips:>8}   ({100 * counts.clips / max(total, 1):.1f} % of {total} rows)")
+    for split, n in counts.per_split.items():
+        print(f"  {split:<9}{n:>8}")
+    print(f"failures   {counts.failures:>8}")
+    for stage, n in counts.failures_per_stage.items():
+        print(f"  {stage:<9}{n:>8}")
+        if stage == DOWNLOAD:
+            for reason, n_reason in counts.failures_per_reason.items():
+                print(f"    {reason:<11}{n_reason:>6}")
+    cpu = manifest.cpu_s_per_clip
+    if cpu[DOWNLOAD] is not None:
+        per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
+        print(f"CPU s/clip {sum(cpu.values()):.3f}  ({per_stage})")
+    print(f"wall time  {manifest.wall_time_s:.1f} s   ({manifest.processed_this_run} rows processed this run)")
+    if store := manifest.object_store:
+        print(
+            f"object store  peak {store['peak_mb']:.0f} MB of {store['capacity_mb']:.0f} MB, "
+            f"{store['spilled_mb']:.0f} MB spilled to disk"
+        )
+    print(f"embedder   {manifest.embedder.name} weights {manifest.embedder.weights_sha256[:16]}")

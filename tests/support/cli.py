@@ -1,0 +1,109 @@
+"""Running the project's CLIs as a user does (``python -m module ...`` in a subprocess), and reading their outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from demo_corpus.server import serve_directory, url_template
+from speech2face import storage
+
+ROOT = Path(__file__).resolve().parents[2]
+# The training flags of the small test runs: tiny preset, 300 of the 598 frames, data cached once.
+TINY_RUN = ["--preset", "tiny", "--batch-size", "2", "--crop-frames", "300", "--seed", "0", "--cache-data"]
+DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
+# The suite's `make demo`: the default corpus and encoder training (the learning test checks them), a shorter
+# sweep and face decoder (their report sections are checked, not their quality: benchmarks/RESULTS.md has the
+# decoder's figures at the default 100 epochs). Saves ~4 of the demo's ~11 min on 2 cores.
+SUITE_DEMO_ARGS = ("--trials", "2", "--sweep-epochs", "1", "--decoder-epochs", "20")
+
+
+def run(module: str, *args: str, timeout: float = 600, ray_address: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m module args`` in the project root; it inherits os.environ (S3 settings included).
+
+    ``ray_address``: join that Ray instance (as ``ray job submit`` makes a job join its cluster) instead of
+    starting one. Ray workers get the environment of the process that started Ray, so runs that need
+    settings made later (the S3 server's) start their own.
+    """
+    env = {**os.environ, "RAY_ADDRESS": ray_address} if ray_address else None
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)  # fmt: skip
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    output = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, f"exit {result.returncode}\n{output}"
+    return result
+
+
+def make_dataset(corpus: Path, out: Path, *preprocess_args: str, test_split: bool = False,
+                 ray_address: str | None = None) -> Path:  # fmt: skip
+    """Preprocess the corpus's train CSV (and, if asked, its test CSV as split 'test') into ``out``."""
+    with serve_directory(corpus) as (_, base_url):
+        common = ["--out", str(out), "--url-template", url_template(base_url), "--cpus-per-actor", "0.5",
+                  *preprocess_args]  # fmt: skip
+        test_csv = ["--test-csv", str(corpus / "avspeech_test.csv")] if test_split else []
+        check(run("pipelines.preprocess", "--csv", str(corpus / "avspeech_train.csv"), *test_csv, *common,
+                  ray_address=ray_address))  # fmt: skip
+    return out
+
+
+def read_metrics(run_dir) -> list[dict]:
+    text = storage.read_bytes(storage.join(str(run_dir), "metrics.csv")).decode()
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+
+
+def make_read_only(directory: Path) -> None:
+    """Shared session data: a test that writes into it fails loudly instead of changing what others read."""
+    for path in sorted(directory.rglob("*"), reverse=True):
+        path.chmod(path.stat().st_mode & ~0o222)
+    directory.chmod(directory.stat().st_mode & ~0o222)
+
+
+class MakeDemo:
+    """``make demo DEMO_OUT=out DEMO_ARGS=...`` started in the background; ``result()`` waits for it to end.
+
+    Its output goes to temporary files (a pipe nobody reads would fill and stall it), and a thread notes
+    the moment it ends, so its wall time is exact however late ``result()`` is called.
+    """
+
+    def __init__(self, out: Path, args: tuple[str, ...] = SUITE_DEMO_ARGS, timeout_s: float = 1800):
+        self.out, self.args, self.timeout_s = out, args, timeout_s
+        self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
+        self.started = time.monotonic()
+        # --no-print-directory: under `make test` a sub-make would print "make[1]: Leaving directory" last
+        command = ["make", "--no-print-directory", "demo", f"DEMO_OUT={out}", f"DEMO_ARGS={' '.join(args)}"]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1], text=True,
+                                        start_new_session=True)  # fmt: skip
+        self.ended: float | None = None
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        self.process.wait()
+        self.ended = time.monotonic()
+
+    def result(self) -> tuple[subprocess.CompletedProcess, float]:
+        self._waiter.join(max(0.0, self.started + self.timeout_s - time.monotonic()))
+        if self.ended is None:
+            self.stop()
+            raise AssertionError(f"make demo still running after {self.timeout_s:.0f} s")
+        for stream in self.streams:
+            stream.seek(0)
+        stdout, stderr = (stream.read() for stream in self.streams)
+        result = subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+        return result, self.ended - self.started
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        for stream in self.streams:
+            stream.close()

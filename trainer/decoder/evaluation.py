@@ -1,0 +1,154 @@
+"""The library behind trainer.evaluate_decoder (no Ray): draw faces from features and from voices, re-embed
+the drawings with the data's embedder, and score them against the split's gallery and two baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from speech2face import dataset, plots, storage
+from speech2face.dataset import CLIP_ID, EMBEDDER, FACE_FEATURE, FACE_JPEG, SPLIT, TEST, TRAIN, YTID, Manifest
+from speech2face.embedders import load_vggface, make_embedder
+from speech2face.errors import InputError
+from speech2face.faces import detect_faces
+from speech2face.flags import flag
+from speech2face.inference import check_same_embedder, draw_faces, gallery_indices, read_decoder, read_model, read_rows
+from speech2face.inference.gallery import PREDICTION
+from speech2face.inference.retrieval import BY_VIDEO
+from speech2face.landmarks import crop_landmarks
+from speech2face.metrics import recall_table, target_ranks, unit_vectors
+
+KS = (1, 5, 10, 25)
+PNG_FACES = 8
+
+
+@dataclass(kw_only=True)
+class EvaluateDecoderConfig:
+    data: str = flag(help="preprocess output (local dir or s3://)")
+    decoder: str = flag(help="decoder.safetensors of a trainer.train_decoder run")
+    model: str | None = flag(None, help="a voice encoder's model.safetensors: also decode its predictions")
+    split: str = flag(TEST, help="split to evaluate (test, val or train)")
+    train_faces: int = flag(2000, minimum=1, help="train faces the two baselines draw on")
+    vggface_weights: str | None = flag(
+        None, metavar="PATH_OR_URI", help="vggface data: the .h5 it was embedded with (default: the manifest's)"
+    )
+    batch_size: int = flag(32, minimum=1, help="faces per decoder pass")
+    out: str | None = flag(None, help="output directory or s3:// prefix (default: eval-<split> next to the decoder)")
+
+
+def data_embedder(manifest: Manifest, weights: str | None):
+    """The embedder that made the data's features, to re-embed drawn faces in the same space."""
+    recorded = manifest.embedder
+    if recorded.name == "dlib":
+        return make_embedder("dlib")
+    return load_vggface(dataset.check_weights(weights, recorded), recorded.weights_sha256)
+
+
+def train_sample(data_uri: str, count: int) -> dict:
+    """Up to ``count`` train clips (file order): their face crops and features, for the baselines."""
+    crops, features = [], []
+    for file_uri in storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet"):
+        filesystem, path = storage.resolve(file_uri)
+        table = pq.read_table(path, columns=[SPLIT, FACE_JPEG, FACE_FEATURE], filesystem=filesystem)
+        table = table.filter(pc.equal(table[SPLIT], TRAIN)).slice(0, count - len(crops))
+        crops += [plots.jpeg_image(jpeg) for jpeg in table[FACE_JPEG].to_pylist()]
+        features += list(dataset.tensor_column(table, FACE_FEATURE)) if len(table) else []
+        if len(crops) >= count:
+            break
+    if not crops:
+        raise InputError(f"{data_uri} has no train clips: the baselines need training faces")
+    return {"crops": np.stack(crops), "features": np.stack(features).astype(np.float32)}
+
+
+def nearest_rows(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Index of each query's most cosine-similar candidate."""
+    return np.argmax(unit_vectors(queries) @ unit_vectors(candidates).T, axis=1)
+
+
+def score(name: str, queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray) -> dict:
+    ranks = target_ranks(queries, gallery, targets)
+    return {"name": name, "recall": recall_table(ranks, len(gallery), KS), "median_rank": float(np.median(ranks))}
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"Face decoder on {report[SPLIT]}: {report['queries']} queries, gallery of {report['gallery_size']} "
+        f"faces (one per video); drawings re-embedded with {report[EMBEDDER]}",
+        f"{'':40}" + "".join(f"{'R@' + str(k):>22}" for k in KS),
+    ]
+    lines.append(f"{'chance':40}" + "".join(f"{100 * row['chance']:20.1f} %" for row in report["rows"][0]["recall"]))
+    for row in report["rows"]:
+        cells = "".join(
+            f"{100 * r['recall']:6.1f} % [{100 * r['lo']:4.1f}, {100 * r['hi']:5.1f}]" for r in row["recall"]
+        )
+        lines.append(f"{row['name']:40}{cells}")
+    for source, figures in report["drawings"].items():
+        lines.append(
+            f"{source}: landmark error {figures['landmark_error_px']:.1f} px (224-px crop), "
+            f"HOG finds a face in {100 * figures['hog_face_fraction']:.0f} % of the drawings"
+        )
+    if "prediction_distance" in report:
+        lines.append(
+            f"the voice's normalised prediction lies {report['prediction_distance']:.3f} from its face's "
+            "(on val: a value for train_decoder --feature-noise)"
+        )
+    return "\n".join(lines)
+
+
+def evaluate(config: EvaluateDecoderConfig) -> dict:
+    decoder, meta = read_decoder(config.decoder)
+    manifest = check_same_embedder(meta, config.data)
+    encoder = None
+    if config.model:
+        encoder, encoder_meta = read_model(config.model)
+        check_same_embedder(encoder_meta, config.data)
+    rows = read_rows(config.data, config.split, [YTID, FACE_FEATURE, FACE_JPEG], model=encoder)
+    crops = np.stack([plots.jpeg_image(jpeg) for jpeg in rows[FACE_JPEG]])
+    true_points = crop_landmarks(crops)  # on the stored crops, as training saw them
+    gallery_rows, targets = gallery_indices(rows[YTID].astype(str), rows[CLIP_ID].astype(str), BY_VIDEO)
+    gallery = rows[FACE_FEATURE][gallery_rows]
+    embedder = data_embedder(manifest, config.vggface_weights)
+    train = train_sample(config.data, config.train_faces)
+    mean_face = embedder.embed(train["crops"].mean(axis=0).round().astype(np.uint8)[None])
+    sources = {"face -> decoded face": rows[FACE_FEATURE]}
+    if encoder is not None:
+        sources["voice -> decoded face"] = rows[PREDICTION]
+    report = {
+        "data": config.data,
+        "decoder": config.decoder,
+        "model": config.model,
+        SPLIT: config.split,
+        EMBEDDER: manifest.embedder.name,
+        "queries": len(targets),
+        "gallery_size": len(gallery),
+        "train_faces": len(train["crops"]),
+        "rows": [],
+        "drawings": {},
+    }
+    if encoder is not None:
+        gap = unit_vectors(rows[PREDICTION]) - unit_vectors(rows[FACE_FEATURE])
+        report["prediction_distance"] = float(np.linalg.norm(gap, axis=1).mean())
+    drawn = {}
+    for source, features in sources.items():
+        drawn[source], points = draw_faces(decoder, features, config.batch_size)
+        report["rows"].append(score(source, embedder.embed(drawn[source]), gallery, targets))
+        nearest = train["features"][nearest_rows(features, train["features"])]
+        report["rows"].append(score(f"  nearest training face to the {source.split()[0]}", nearest, gallery, targets))
+        report["drawings"][source] = {
+            "landmark_error_px": float(np.linalg.norm(points - true_points, axis=-1).mean()),
+            "hog_face_fraction": float(np.mean([len(detect_faces(c, upsample=0)) > 0 for c in drawn[source]])),
+        }
+    report["rows"].append(score("mean training face", np.repeat(mean_face, len(targets), 0), gallery, targets))
+    print(format_report(report))
+    decoder_dir = config.decoder.rsplit("/", 1)[0] if "/" in config.decoder else "."
+    out = config.out or storage.join(decoder_dir, f"eval-{config.split}")
+    storage.makedirs(out)
+    storage.write_json(storage.join(out, "decoder_eval.json"), report)
+    shown = gallery_rows[:PNG_FACES]  # one clip of each of the first videos
+    columns = [("true face", crops[shown])] + [(f"decoded from {s.split()[0]}", d[shown]) for s, d in drawn.items()]
+    storage.write_bytes(storage.join(out, "decoder_eval.png"), plots.image_columns_png(columns, title=config.split))
+    print(f"wrote {storage.join(out, 'decoder_eval.json')} and {storage.join(out, 'decoder_eval.png')}")
+    return report

@@ -1,0 +1,1 @@
+"""The voice encoder's room: its config, data, Ray Train job and loop, evaluation and batch inference."""
