@@ -9,7 +9,8 @@ loopback -> pipelines.preprocess (the train and test CSVs) -> trainer.train (pre
 with `ray job submit`, run as a subprocess that joins this Ray through RAY_ADDRESS.
 
 A rerun reuses finished work: the corpus is kept, preprocessing skips clips it already wrote,
-training resumes (or is skipped when it has all its epochs) and a finished sweep is not rerun.
+training resumes (or is skipped when it has all its epochs), a finished sweep is not rerun, and an
+evaluation newer than the model it evaluated is kept.
 """
 
 from __future__ import annotations
@@ -177,6 +178,19 @@ def cli_args(text: str, **values) -> list[str]:
     return shlex.split(text.format(**{name: shlex.quote(str(value)) for name, value in values.items()}))
 
 
+def up_to_date(output: Path, *inputs: Path) -> bool:
+    """``output`` exists and was written after every one of ``inputs``: a rerun need not make it again."""
+    return output.is_file() and all(output.stat().st_mtime > source.stat().st_mtime for source in inputs)
+
+
+def evaluate_unless_done(module: str, args: list[str], result: Path, inputs: list[Path], log: Path) -> None:
+    """An evaluation, unless an earlier demo already evaluated these very files."""
+    if up_to_date(result, *inputs):
+        print(f"[demo] {result} is up to date; not re-evaluating")
+        return
+    run_cli(module, *args, log=log)
+
+
 def train_unless_done(module: str, run_dir: Path, epochs: int, args: list[str], log: Path) -> None:
     """A training run, unless an earlier demo already trained it for all its epochs."""
     if epochs_done(run_dir) >= epochs:
@@ -248,7 +262,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     steps.run("sweep loss weights and lr (Ray Tune)", sweep)
     steps.run(
         "evaluate on the held-out speakers",
-        lambda: run_cli("trainer.evaluate", *evaluate_args, log=logs / "evaluate.log"),
+        lambda: evaluate_unless_done(
+            "trainer.evaluate", evaluate_args, out / "eval" / "eval.json", [model], logs / "evaluate.log"
+        ),
     )
     steps.run(
         "train the face decoder (Ray Train)",
@@ -258,7 +274,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     )
     steps.run(
         "draw the held-out speakers' faces",
-        lambda: run_cli("trainer.evaluate_decoder", *draw_args, log=logs / "evaluate_decoder.log"),
+        lambda: evaluate_unless_done(
+            "trainer.evaluate_decoder",
+            draw_args,
+            out / "decoder_eval" / "decoder_eval.json",
+            [model, decoder],
+            logs / "evaluate_decoder.log",
+        ),
     )
     total = time.monotonic() - began
     write_report(out, steps.timings, total, dataclasses.asdict(args))

@@ -32,7 +32,7 @@ from pipelines.failures import write_failures
 from pipelines.preprocess.config import PreprocessConfig
 from pipelines.preprocess.sizing import PoolSizes
 from pipelines.streaming import Resources, Stage
-from speech2face import audio, dataset, faces, landmarks, storage, video
+from speech2face import audio, faces, landmarks, storage, video
 from speech2face.dataset import (
     CLIP_ID,
     CPU_S,
@@ -41,6 +41,7 @@ from speech2face.dataset import (
     DOWNLOAD,
     DURATION_S,
     EMBEDDER,
+    END,
     ERROR,
     FACE,
     FACE_BOX,
@@ -53,6 +54,7 @@ from speech2face.dataset import (
     SEGMENT_COLUMNS,
     SPECTROGRAM,
     STAGE,
+    START,
     WAVEFORM,
     YTID,
     EmbedderRecord,
@@ -152,7 +154,7 @@ class DownloadStage:
 
     def _download(self, row: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
-            path = download_segment(row[YTID], row[dataset.START], row[dataset.END], tmp, self.config)
+            path = download_segment(row[YTID], row[START], row[END], tmp, self.config)
             return {VIDEO: path.read_bytes()}
 
     def _download_row(self, row: dict) -> None:

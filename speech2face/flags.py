@@ -3,7 +3,7 @@
     @dataclass(kw_only=True)
     class EvaluateConfig:
         data: str = flag(help="preprocess output (local dir or s3://)")      # no default: a required flag
-        split: str = flag("test", help="split to evaluate", choices=SPLITS)
+        split: str = flag("test", help="split to evaluate", choices=("test", "val", "train"))
         batch_size: int = flag(16, help="clips per forward pass", minimum=1)
 
     config = parse(EvaluateConfig, argv, prog="python -m trainer.evaluate", description=__doc__)
@@ -38,7 +38,7 @@ class Flag:
     minimum: float | None = None  # inclusive bounds ...
     maximum: float | None = None
     above: float | None = None  # ... and exclusive ones
-    names: tuple[str, ...] = ()  # instead of --<field-name>: e.g. ("--socket-timeout",), or aliases
+    names: tuple[str, ...] = ()  # instead of --<field-name>: the flag, then its aliases
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # text -> value, for types this module does not know
     const: Any = None  # the value of the flag given without one (nargs="?")
@@ -188,6 +188,8 @@ def from_strings(cls: type, values: dict[str, str]):
         try:
             if kind is bool:
                 typed[name] = {"true": True, "1": True, "false": False, "0": False}[str(text).lower()]
+            elif flag_of(fields[name]).parse is not None:
+                typed[name] = flag_of(fields[name]).parse(text)
             else:
                 convert, count = _converter(hints[name])
                 typed[name] = tuple(convert(v) for v in str(text).split(",")) if count else convert(text)

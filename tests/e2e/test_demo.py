@@ -183,6 +183,7 @@ def test_make_demo_rerun_reuses_finished_work(demo):
     assert f"already has {EPOCHS} epochs; not retraining" in log
     assert f"decoder already has {DECODER_EPOCHS} epochs; not retraining" in log
     assert "is complete; not rerunning it" in log
+    assert "eval.json is up to date; not re-evaluating" in log and "decoder_eval.json is up to date" in log
     assert second_s < first_s
     steps = [line for line in first.stdout.splitlines() if re.match(r"\[demo\] [^$].*: \d+\.\d s$", line)]
     print(f"\n[demo] first run {first_s:.0f} s, rerun {second_s:.0f} s; first run's steps:\n" + "\n".join(steps))
