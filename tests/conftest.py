@@ -119,10 +119,15 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def background_demo(request, tmp_path_factory):
-    """The full `make demo`, started in the background at the session's first test if test_demo.py runs."""
+    """The full `make demo`, started in the background at the session's first test if test_demo.py runs.
+
+    The session's Ray starts first, on a quiet machine: started beside the demo's corpus and its own Ray,
+    its raylet could miss Ray's start-up deadline ("The current node timed out during startup").
+    """
     if not any(item.path.name == DEMO_TESTS for item in request.session.items):
         yield None
         return
+    request.getfixturevalue("ray_session")
     demo = MakeDemo(tmp_path_factory.mktemp("demo") / "demo_output")
     yield demo
     demo.stop()
