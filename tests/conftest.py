@@ -21,11 +21,9 @@ from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_datas
 RAY_TEST_CPUS = 4
 
 # tests/e2e/test_demo.py checks one full `make demo` (~14 min beside the others). It starts with the
-# session, and its tests run last, when it is done. The tests that spend much of their time waiting (on
-# Ray's scheduling, clusters and services starting) run first, beside it, so the demo fills those waits;
-# the busier ones run after it. Alone, the sweep and training tests left a quarter of the 2 cores idle.
+# session and runs beside the other tests, which leave some of the 2 cores idle (waiting on Ray, servers,
+# processes); the module's tests run last, when it is about done.
 DEMO_TESTS = "test_demo.py"
-MOSTLY_WAITING = ("test_cluster_jobs.py", "test_serve.py", "test_sweep.py", "test_train.py")
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -116,8 +114,7 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    # stable: the order is kept within each group
-    items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.path.name not in MOSTLY_WAITING))
+    items.sort(key=lambda item: item.path.name == DEMO_TESTS)  # stable: the order is kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)

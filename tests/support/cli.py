@@ -21,7 +21,7 @@ TINY_RUN = ["--preset", "tiny", "--batch-size", "2", "--crop-frames", "300", "--
 DECODER_RUN = ["--preset", "tiny", "--batch-size", "4", "--cpus-per-worker", "0.5", "--cache-data", "--seed", "0"]
 # The suite's `make demo`: the default corpus and encoder training (the learning test checks them), a shorter
 # sweep and face decoder (their report sections are checked, not their quality: benchmarks/RESULTS.md has the
-# decoder's figures at the default 100 epochs). Saves ~5 of the demo's ~11 min on 2 cores.
+# decoder's figures at the default 100 epochs). Saves ~4-5 of the demo's ~11 min on 2 cores.
 SUITE_DEMO_ARGS = ("--trials", "2", "--sweep-epochs", "1", "--decoder-epochs", "5")
 
 
