@@ -166,8 +166,9 @@ class Speech2FaceService:
         wave, seconds = await asyncio.to_thread(decode_upload, upload, start)
         feature = await self.encode_batch(wave)
         matches = self.gallery.nearest(feature, self.config.top)
-        for match in matches:
-            match["face"] = _data_url(self.gallery.face_jpegs[match.pop("index")])
+        faces = await asyncio.to_thread(self.gallery.face_jpegs, [m.pop("index") for m in matches])
+        for match, face in zip(matches, faces, strict=True):
+            match["face"] = _data_url(face)
         drawn = None
         if self.decoder is not None:
             drawn = _png_data_url((await asyncio.to_thread(inference.draw_faces, self.decoder, feature[None]))[0][0])

@@ -1,14 +1,19 @@
 """The dataset contract: what preprocessing writes at ``--out`` and every reader reads, declared once.
 
-    <out>/clips/*.parquet      one row per clip: the columns below, schema ``clip_schema``
+    <out>/clips/split=<split>/*.parquet
+                               one row per clip: the columns below, schema ``clip_schema``; partitioned
+                               by split (hive-style: ``split`` is in the path, not the file), so a
+                               reader of one split reads only its files
     <out>/failures/*.parquet   one row per clip that did not make it: ``FAILURE_SCHEMA``
     <out>/manifest.json        ``Manifest``: the run's config, versions, ``EmbedderRecord``, counts
 
 Every writer and reader names a column through these constants, never by a string of its own, so a
 renamed or added column is one edit here. Data written by earlier versions still reads: clips from
 before ``--store-spectrogram`` became optional carry ``spectrogram``, clips from before landmarks lack
-``face_landmarks``, failures from before reasons lack ``reason``, and manifests without ``version`` are
-version 1. Neither torch nor Ray is imported here: a driver planning millions of rows reads this module.
+``face_landmarks``, outputs from before partitioning hold every split's clips in ``clips/*.parquet``
+with a ``split`` column, failures from before reasons lack ``reason``, and manifests without
+``version`` are version 1 (``speech2face.shards`` reads either layout). Neither torch nor Ray is
+imported here: a driver planning millions of rows reads this module.
 """
 
 from __future__ import annotations
@@ -104,6 +109,11 @@ def clips_uri(data_uri: str) -> str:
     return storage.join(data_uri, "clips")
 
 
+def split_uri(data_uri: str, split: str) -> str:
+    """The directory of one split's clips in a partitioned output (``Layout.split_partitioned``)."""
+    return storage.join(clips_uri(data_uri), f"{SPLIT}={split}")
+
+
 def failures_uri(data_uri: str) -> str:
     return storage.join(data_uri, "failures")
 
@@ -174,7 +184,7 @@ def check_weights(weights: str | None, recorded: EmbedderRecord, flag: str = "--
     return weights
 
 
-MANIFEST_VERSION = 2  # 2: "version" and "layout" recorded; 1: neither (the layout read from "config")
+MANIFEST_VERSION = 3  # 3: layout.split_partitioned; 2: "version" and "layout" recorded; 1: neither
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,7 @@ class Layout:
 
     store_spectrogram: bool = False
     store_landmarks: bool = True
+    split_partitioned: bool = True  # clips/split=<name>/; False: every split's clips in clips/ (before version 3)
 
 
 @dataclass
@@ -218,11 +229,11 @@ class Manifest:
                 "update speech2face"
             )
         config = values.get("config", {})
-        if "layout" in values:
-            layout = Layout(**values["layout"])
+        if "layout" in values:  # version 2 and later; before version 3 nothing was partitioned
+            layout = Layout(**{"split_partitioned": False} | values["layout"])
         else:  # version 1: manifests from before these settings existed belong to data that stored the
             # spectrogram and had no landmarks
-            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False))
+            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False), False)
         return cls(
             embedder=EmbedderRecord.from_dict(values["embedder"]),
             layout=layout,

@@ -16,14 +16,15 @@ import posixpath
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from pyarrow import fs as pafs
 
 SUPPORTED = "a local path, file:///absolute/path or s3://bucket/prefix"
 _COPY_CHUNK = 8 << 20
+T = TypeVar("T")
 
 
 def _split(uri: str | os.PathLike) -> tuple[str, str]:
@@ -85,26 +86,46 @@ def _uri_for(uri: str | os.PathLike, path: str) -> str:
 
 def exists(uri: str | os.PathLike) -> bool:
     filesystem, path = resolve(uri)
-    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+    return retried(lambda: filesystem.get_file_info(path), uri).type != pafs.FileType.NotFound
 
 
 def _missing(uri: str | os.PathLike) -> FileNotFoundError:
     return FileNotFoundError(f"No such file: {os.fspath(uri)}")
 
 
-def read_bytes(uri: str | os.PathLike) -> bytes:
-    filesystem, path = resolve(uri)
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read()
-    except FileNotFoundError as error:
-        raise _missing(uri) from error
-
-
 # S3 errors worth retrying (the ones Ray Data's own writes retry, see DataContext.retried_io_errors).
 TRANSIENT_S3_ERRORS = ("AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN", "AWS Error INTERNAL_FAILURE",
                        "AWS Error SERVICE_UNAVAILABLE", "HTTP status 503")  # fmt: skip
-S3_WRITE_BACKOFF_S = (1, 2, 4, 8, 16)  # ~31 s: a gateway restart, not a long outage
+S3_BACKOFF_S = (1, 2, 4, 8, 16)  # ~31 s: a gateway restart, not a long outage
+
+
+def retried(operation: Callable[[], T], uri: str | os.PathLike) -> T:
+    """``operation()``, run again after a transient S3 error (every read, listing and write of this module
+    goes through here); a local ``uri`` runs it once. Whole operations are retried, so a retried
+    read never returns part of a file twice."""
+    if not is_remote(uri):
+        return operation()
+    for backoff_s in S3_BACKOFF_S:
+        try:
+            return operation()
+        except OSError as error:
+            if not any(marker in str(error) for marker in TRANSIENT_S3_ERRORS):
+                raise
+            time.sleep(backoff_s)
+    return operation()  # the last try: its error is the caller's
+
+
+def read_bytes(uri: str | os.PathLike) -> bytes:
+    filesystem, path = resolve(uri)
+
+    def read() -> bytes:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+    try:
+        return retried(read, uri)
+    except FileNotFoundError as error:
+        raise _missing(uri) from error
 
 
 def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
@@ -112,15 +133,12 @@ def write_bytes(uri: str | os.PathLike, data: bytes) -> None:
     an S3 PUT is already all-or-nothing, and is retried on transient errors."""
     filesystem, path = resolve(uri)
     if is_remote(uri):
-        for backoff_s in (*S3_WRITE_BACKOFF_S, None):
-            try:
-                with filesystem.open_output_stream(path) as stream:
-                    stream.write(data)
-                return
-            except OSError as error:
-                if backoff_s is None or not any(marker in str(error) for marker in TRANSIENT_S3_ERRORS):
-                    raise
-                time.sleep(backoff_s)
+
+        def put() -> None:
+            with filesystem.open_output_stream(path) as stream:
+                stream.write(data)
+
+        return retried(put, uri)
     directory, name = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
     fd, temp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
@@ -151,7 +169,7 @@ def list_files(uri: str | os.PathLike, suffix: str | None = None) -> list[str]:
     selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
     found = [
         info.path
-        for info in filesystem.get_file_info(selector)
+        for info in retried(lambda: filesystem.get_file_info(selector), uri)
         if info.type == pafs.FileType.File
         and not info.base_name.startswith(".")
         and (suffix is None or info.base_name.endswith(suffix))
@@ -166,7 +184,7 @@ def makedirs(uri: str | os.PathLike) -> None:
         os.makedirs(path, exist_ok=True)
         return
     bucket = path.split("/", 1)[0]
-    if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+    if retried(lambda: filesystem.get_file_info(bucket), uri).type == pafs.FileType.NotFound:
         raise FileNotFoundError(
             f"S3 bucket '{bucket}' (for {os.fspath(uri)}) does not exist or is not visible with these "
             f"credentials; create it first, e.g. `aws s3 mb s3://{bucket}`."
@@ -213,9 +231,13 @@ def local_copy(uri: str | os.PathLike) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="speech2face-") as temp_dir:
         local_path = os.path.join(temp_dir, posixpath.basename(path))
-        try:
+
+        def copy() -> None:  # from the start on every try: open(..., "wb") truncates
             with filesystem.open_input_stream(path) as source, open(local_path, "wb") as target:
                 shutil.copyfileobj(source, target, _COPY_CHUNK)
+
+        try:
+            retried(copy, uri)
         except FileNotFoundError as error:
             raise _missing(uri) from error
         yield local_path
@@ -225,4 +247,4 @@ def delete(uri: str | os.PathLike) -> None:
     """Delete one file; a missing file is not an error (resume may race with a cleanup)."""
     filesystem, path = resolve(uri)
     with contextlib.suppress(FileNotFoundError):
-        filesystem.delete_file(path)
+        retried(lambda: filesystem.delete_file(path), uri)

@@ -68,9 +68,9 @@ def predict(args: PredictConfig) -> dict:
         matches = gallery.nearest(feature, args.top)
         for match in matches:
             print(f"#{match['rank']:<3} {match[CLIP_ID]:<28} ytid {match[YTID]}  similarity {match['similarity']:.4f}")
-        faces = [
-            (gallery.face_jpegs[m["index"]], f"#{m['rank']} {m[YTID]} ({m['similarity']:.3f})", False) for m in matches
-        ]
+        jpegs = gallery.face_jpegs([m["index"] for m in matches])
+        labels = [f"#{m['rank']} {m[YTID]} ({m['similarity']:.3f})" for m in matches]
+        faces = [(jpeg, label, False) for jpeg, label in zip(jpegs, labels, strict=True)]
         png = plots.face_grid_png([{"label": name, "faces": faces}], title=f"faces nearest to the voice in {name}")
         storage.write_bytes(storage.join(args.out, "faces.png"), png)
         result.update(

@@ -138,6 +138,7 @@ class PreprocessConfig:
         "nothing",
     )
     store_landmarks: bool = True  # face_landmarks; False only for an --out begun before the column existed
+    split_partitioned: bool = True  # clips/split=<name>/; False only for an --out begun before partitioning
     extra: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -160,7 +161,7 @@ class PreprocessConfig:
         return found
 
     def layout(self) -> Layout:
-        return Layout(store_spectrogram=self.store_spectrogram, store_landmarks=self.store_landmarks)
+        return Layout(self.store_spectrogram, self.store_landmarks, self.split_partitioned)
 
     @property
     def random_weights(self) -> bool:

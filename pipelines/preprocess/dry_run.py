@@ -7,7 +7,7 @@ import dataclasses
 import pandas as pd
 
 from pipelines.preprocess.config import PreprocessConfig
-from pipelines.preprocess.ledger import read_columns, read_segments, stage_failures
+from pipelines.preprocess.ledger import among, done_clip_ids, read_segments, stage_failures
 from pipelines.preprocess.sizing import cluster_resources, pool_sizes
 from speech2face.dataset import CLIP_ID, REASON, SPLIT, STAGE
 
@@ -21,15 +21,13 @@ def dry_run(config: PreprocessConfig, clips_uri: str, failures_uri: str) -> dict
     rows = read_segments(config, failures_uri, write_failures=False)
     segments = pd.DataFrame({CLIP_ID: [s.clip_id for s in rows], SPLIT: [s.split for s in rows]})
     del rows
-    done = set(read_columns(clips_uri, [CLIP_ID])[CLIP_ID])
     failed = stage_failures(failures_uri, (CLIP_ID, STAGE, REASON))
     retry = config.retry_failures
     retried = failed if retry == "all" else failed[failed[REASON].isin((retry or "").split(","))]
-    skipped = set(failed[CLIP_ID]) - set(retried[CLIP_ID])
+    skipped = failed[~failed[CLIP_ID].isin(retried[CLIP_ID])]
     segments[STATE] = TO_DO
-    segments.loc[segments[CLIP_ID].isin(skipped), STATE] = SKIPPED
-    segments.loc[segments[CLIP_ID].isin(set(retried[CLIP_ID])), STATE] = RETRIED
-    segments.loc[segments[CLIP_ID].isin(done), STATE] = DONE
+    for state, ids in ((SKIPPED, skipped[CLIP_ID]), (RETRIED, retried[CLIP_ID]), (DONE, done_clip_ids(clips_uri))):
+        segments.loc[among(segments[CLIP_ID], ids), STATE] = state  # later states win: a done clip is done
     table = segments.groupby([SPLIT, STATE]).size().unstack(fill_value=0)
     resources, nodes = cluster_resources()
     to_process = int(segments[STATE].isin([TO_DO, RETRIED]).sum())

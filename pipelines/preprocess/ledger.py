@@ -8,34 +8,29 @@ later stage, skipped unless retried.
 from __future__ import annotations
 
 import hashlib
-import io
 import sys
 
+import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.failures import failures_table, parquet_bytes
 from pipelines.preprocess.config import PreprocessConfig
-from speech2face import storage
+from speech2face import shards, storage
 from speech2face.avspeech import failure_row, parse_csv
-from speech2face.dataset import CLIP_ID, ERROR, PARSE, REASON, SEGMENT_COLUMNS, STAGE, TEST
+from speech2face.dataset import CLIP_ID, ERROR, FAILURE_COLUMNS, PARSE, REASON, SEGMENT_COLUMNS, STAGE, TEST
 
 
 def read_columns(uri: str, columns: list[str]) -> pd.DataFrame:
-    """The given columns of every Parquet file below ``uri``; unreadable files (a killed write) are deleted.
+    """The given columns of every Parquet file below ``uri`` (only their pages are read); unreadable files
+    (a killed write) are deleted. A column that an older file lacks (failures' ``reason``) reads as null."""
+    return shards.read_table(uri, columns, on_unreadable=_remove_unreadable).to_pandas()
 
-    A column that an older file lacks (failures' ``reason``) reads as null.
-    """
-    frames = []
-    for file_uri in storage.list_files(uri, suffix=".parquet"):
-        try:
-            file = pq.ParquetFile(io.BytesIO(storage.read_bytes(file_uri)))
-            present = [c for c in columns if c in file.schema_arrow.names]
-            frames.append(file.read(columns=present).to_pandas().reindex(columns=columns))
-        except Exception as error:  # noqa: BLE001 - a half-written shard from a killed run
-            print(f"[preprocess] removing unreadable shard {file_uri}: {error}", file=sys.stderr)
-            storage.delete(file_uri)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+def _remove_unreadable(file_uri: str, error: Exception) -> None:
+    print(f"[preprocess] removing unreadable shard {file_uri}: {error}", file=sys.stderr)
+    storage.delete(file_uri)
 
 
 def _is_parse_file(file_uri: str) -> bool:
@@ -81,10 +76,8 @@ def clear_failures(failures_uri: str, retry: str) -> None:
     A file keeping some rows is rewritten in place (one PUT on S3), so a crash never duplicates a row.
     """
     reasons = None if retry == "all" else set(retry.split(","))
-    for file_uri in storage.list_files(failures_uri, suffix=".parquet"):
-        if _is_parse_file(file_uri):
-            continue
-        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
+    files = [f for f in shards.shard_files(failures_uri) if not _is_parse_file(f)]
+    for file_uri, table in shards.read_shards(files, list(FAILURE_COLUMNS), on_unreadable=_remove_unreadable):
         keep = [] if reasons is None else [row for row in table.to_pylist() if row.get(REASON) not in reasons]
         if not keep:
             storage.delete(file_uri)
@@ -98,13 +91,27 @@ def stage_failures(failures_uri: str, columns: tuple[str, ...] = (CLIP_ID, STAGE
     return failed[failed[STAGE] != PARSE]
 
 
+def done_clip_ids(clips_uri: str) -> pa.Array:
+    """The ids of the clips already in clips/, as one Arrow array: millions of ids in a fraction of a set's memory."""
+    return shards.read_table(clips_uri, [CLIP_ID], on_unreadable=_remove_unreadable)[CLIP_ID].combine_chunks()
+
+
+def among(clip_ids, value_set) -> np.ndarray:
+    """A boolean mask: which of ``clip_ids`` are in ``value_set`` (an Arrow hash lookup, not a Python set)."""
+    found = pc.is_in(pa.array(clip_ids, pa.string()), value_set=pa.array(value_set, pa.string()))
+    return found.to_numpy(zero_copy_only=False)
+
+
 def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri: str) -> pd.DataFrame:
     """Rows still to do: not yet in clips/, and not in failures/ unless retried (then those are cleared)."""
     if config.retry_failures:
         clear_failures(failures_uri, config.retry_failures)
-    done = set(read_columns(clips_uri, [CLIP_ID])[CLIP_ID])
-    failed = set(stage_failures(failures_uri)[CLIP_ID])
-    todo = [s for s in segments if s.clip_id not in done and s.clip_id not in failed]
+    done = done_clip_ids(clips_uri)
+    failed = stage_failures(failures_uri)[CLIP_ID].unique()
+    ids = [s.clip_id for s in segments]
+    skipped = among(ids, done) | among(ids, failed)
+    del ids
+    todo = [s for s, skip in zip(segments, skipped, strict=True) if not skip]
     print(
         f"[preprocess] {len(segments)} valid rows: {len(done)} already in clips/, "
         f"{len(failed)} failed earlier (skipped), {len(todo)} to process"

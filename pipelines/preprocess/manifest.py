@@ -66,6 +66,12 @@ def keep_layout(config: PreprocessConfig, manifest: Manifest) -> None:
             f"[preprocess] {config.out} was started before face_landmarks existed: its new clips keep that "
             "layout (the face decoder computes landmarks from face_jpeg)"
         )
+    config.split_partitioned = manifest.layout.split_partitioned
+    if not config.split_partitioned:
+        print(
+            f"[preprocess] {config.out} was started before clips/ was partitioned by split: its new clips "
+            "go to clips/ too (readers of one split then read every file)"
+        )
 
 
 def _without_secret(url: str | None) -> str | None:

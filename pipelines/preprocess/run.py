@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 import pandas as pd
 
@@ -28,7 +29,7 @@ from pipelines.preprocess.config import PROG, PreprocessConfig
 from pipelines.preprocess.dry_run import dry_run
 from pipelines.preprocess.ledger import plan, read_segments
 from pipelines.preprocess.manifest import check_resumed_embedder, embedder_record, keep_layout, print_summary, summarize
-from pipelines.preprocess.sizing import cpu_nodes, pool_sizes, rows_per_file
+from pipelines.preprocess.sizing import ROW_GROUP_ROWS, cpu_nodes, pool_sizes, rows_per_file
 from speech2face import dataset, flags, storage
 from speech2face.dataset import EmbedderRecord, Manifest
 
@@ -60,15 +61,32 @@ def run(config: PreprocessConfig) -> Manifest | dict:
 
         ray.init(ignore_reinit_error=True)
         rows = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources(), cpu_nodes())
-        filesystem, clips_path = storage.resolve(clips_uri)
         with ObjectStorePeak() as peak:
-            rows.write_parquet(clips_path, filesystem=filesystem, min_rows_per_file=rows_per_file(config, embedder))
+            write_clips(rows, clips_uri, config, rows_per_file(config, embedder))
         object_store = peak.record()
 
     manifest = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo), object_store)
     manifest.write(config.out)
     print_summary(manifest)
     return manifest
+
+
+def write_clips(rows, clips_uri: str, config: PreprocessConfig, file_rows: int) -> None:
+    """Stream the clips into Parquet files of ``file_rows`` clips (before the split into partitions), in row groups of
+    ``ROW_GROUP_ROWS``, under clips/split=<name>/ (or clips/ for an --out begun before partitioning)."""
+    filesystem, clips_path = storage.resolve(clips_uri)
+    partition_cols = [dataset.SPLIT] if config.split_partitioned else None
+    with warnings.catch_warnings():
+        # Ray suggests a repartition by split instead of min_rows_per_file with partition_cols: an all-to-all
+        # shuffle, which would hold the whole run before writing its first file
+        warnings.filterwarnings("ignore", "Using `min_rows_per_file` with non-empty `partition_cols`")
+        rows.write_parquet(
+            clips_path,
+            filesystem=filesystem,
+            partition_cols=partition_cols,
+            min_rows_per_file=file_rows,
+            row_group_size=min(file_rows, ROW_GROUP_ROWS),
+        )
 
 
 def build_dataset(

@@ -18,6 +18,9 @@ DOWNLOAD_ACTORS_PER_NODE = 2
 # Parquet bytes per clip, measured on the demo corpus: waveform 174 KB, face JPEG 8 KB, the rest 2 KB;
 # a stored spectrogram adds 530 KB, face_landmarks 0.5 KB, and the face feature 4 bytes a dimension.
 CLIP_KB, SPECTROGRAM_KB, LANDMARKS_KB = 184, 530, 0.5
+# Clips a Parquet row group holds: a reader of a few rows (a gallery's top faces) reads their row groups'
+# pages, ~2 MB of JPEGs, while a reader of one column of every row still makes only ~5 requests a file.
+ROW_GROUP_ROWS = 256
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,16 @@
 """The faces a voice is ranked against, read from a preprocess output shard by shard (no Ray).
 
-``read_rows`` keeps only the small columns (and, given a model, turns each shard's waveforms into
+``read_rows`` reads only the columns asked for (and, given a model, turns each shard's waveforms into
 predictions and drops them), so a large split's audio is never held in memory.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from speech2face import dataset, storage
+from speech2face import dataset, shards
 from speech2face.dataset import CLIP_ID, FACE_FEATURE, FACE_JPEG, SPLIT, WAVEFORM, YTID, Manifest
 from speech2face.errors import InputError
 from speech2face.inference.embedding import embed
@@ -35,25 +32,30 @@ def check_same_embedder(model_meta: dict, data_uri: str) -> Manifest:
     return manifest
 
 
+FILE = "file"  # beside a clip's columns with ``shards.ROW``: the index of its shard in ``files``
+
+
 def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, batch_size: int = 16) -> dict:
     """Columns of every row in ``split`` (None: all splits), sorted by clip id, as numpy arrays.
 
-    With ``model``, the waveforms are turned into ``prediction`` shard by shard and not kept.
+    Only those columns' pages of only that split's shards are read (``speech2face.shards``). With ``model``,
+    the waveforms are turned into ``prediction`` shard by shard and not kept. ``shards.ROW`` among
+    ``columns`` also gives each row's ``file`` (an index into ``rows["files"]``), to read more of it later.
     """
     wanted = list(dict.fromkeys([CLIP_ID, SPLIT, *columns, *([WAVEFORM] if model is not None else [])]))
     parts: list[pa.Table] = []
     predictions: list[np.ndarray] = []
-    files = storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet")
-    for file_uri in files:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)), columns=wanted)
-        if split is not None:
-            table = table.filter(pc.equal(table[SPLIT], split))
+    files = shards.shard_files(dataset.clips_uri(data_uri), split)
+    parallel = 2 if model is not None else shards.PARALLEL_READS  # whole waveforms in flight: two shards' worth
+    for index, (_, table) in enumerate(shards.read_shards(files, wanted, split, parallel=parallel)):
         if len(table) == 0:
             continue
         if model is not None:
             predictions.append(embed(model, dataset.tensor_column(table, WAVEFORM), batch_size))
             if WAVEFORM not in columns:
                 table = table.drop_columns([WAVEFORM])
+        if shards.ROW in columns:
+            table = table.append_column(FILE, pa.array(np.full(len(table), index, np.int32)))
         parts.append(table)
     if not parts:
         raise InputError(
@@ -61,51 +63,69 @@ def read_rows(data_uri: str, split: str | None, columns: list[str], model=None, 
             "check --data/--gallery and --split (the test split comes from preprocessing with --split-name test)"
         )
     table = pa.concat_tables(parts)
+    del parts
     order = np.argsort(np.array(table[CLIP_ID].to_pylist()), kind="stable")
-    rows = {}
+    rows: dict = {"files": files} if shards.ROW in columns else {}
     for name in table.column_names:
-        if isinstance(table[name].type, pa.FixedShapeTensorType):
+        column = table[name]
+        if isinstance(column.type, pa.FixedShapeTensorType):
             rows[name] = dataset.tensor_column(table, name)[order]
+        elif pa.types.is_integer(column.type):
+            rows[name] = column.to_numpy()[order]
         else:
-            rows[name] = np.array(table[name].to_pylist(), dtype=object)[order]
+            rows[name] = np.array(column.to_pylist(), dtype=object)[order]
     if model is not None:
         rows[PREDICTION] = np.concatenate(predictions)[order]
     return rows
 
 
 def read_face_jpegs(data_uri: str, clip_ids) -> dict[str, bytes]:
-    """{clip id: face crop JPEG} for the given clips only, file by file, reading just those two columns."""
+    """{clip id: face crop JPEG} for the given clips only: each shard's ids, then only the row groups holding them."""
     wanted = pa.array(sorted(set(clip_ids)), pa.string())
     jpegs: dict[str, bytes] = {}
-    for file_uri in storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet"):
-        filesystem, path = storage.resolve(file_uri)  # ranged reads: not the file's audio
-        table = pq.read_table(path, columns=[CLIP_ID, FACE_JPEG], filesystem=filesystem)
-        table = table.filter(pc.is_in(table[CLIP_ID], value_set=wanted))
-        jpegs.update(zip(table[CLIP_ID].to_pylist(), table[FACE_JPEG].to_pylist(), strict=True))
+    files = shards.shard_files(dataset.clips_uri(data_uri))
+    for file_uri, table in shards.read_shards(files, [CLIP_ID, shards.ROW]):
+        found = table.filter(pc.is_in(table[CLIP_ID], value_set=wanted))
+        if len(found):
+            faces = shards.read_rows_at(file_uri, found[shards.ROW].to_pylist(), [FACE_JPEG])
+            jpegs.update(zip(found[CLIP_ID].to_pylist(), faces[FACE_JPEG].to_pylist(), strict=True))
     return jpegs
 
 
 class Gallery:
     """The faces a predicted feature is ranked against: one per video (or per clip) of a preprocess output.
 
-    Shared by trainer.predict and serving, so both rank the same faces the same way.
+    Shared by trainer.predict and serving, so both rank the same faces the same way. Memory is the features
+    (one float32 array) and ids; a face's JPEG is read from its shard when asked for (``face_jpegs``).
     """
 
     def __init__(self, data_uri: str, split: str | None = None, gallery_by: str = BY_VIDEO):
-        rows = read_rows(data_uri, split, [YTID, FACE_FEATURE, FACE_JPEG])
+        rows = read_rows(data_uri, split, [YTID, FACE_FEATURE, shards.ROW])
         groups = rows[YTID] if gallery_by == BY_VIDEO else rows[CLIP_ID]
         chosen, _ = gallery_indices(groups.astype(str), rows[CLIP_ID].astype(str), gallery_by)
         self.clip_ids, self.ytids = rows[CLIP_ID][chosen], rows[YTID][chosen]
-        self.face_jpegs = rows[FACE_JPEG][chosen]
-        faces = rows[FACE_FEATURE][chosen].astype(np.float64)
-        self.unit_faces = faces / np.linalg.norm(faces, axis=1, keepdims=True)
+        self.files, self.file_index, self.file_row = rows["files"], rows[FILE][chosen], rows[shards.ROW][chosen]
+        faces = rows[FACE_FEATURE][chosen].astype(np.float32)
+        del rows
+        faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+        self.unit_faces = faces
+
+    def face_jpegs(self, indices) -> list[bytes]:
+        """The face crops (JPEG) of the given gallery indices, in that order, read from their shards now."""
+        indices = [int(i) for i in indices]
+        jpegs: dict[int, bytes] = {}
+        for file in sorted({int(self.file_index[i]) for i in indices}):
+            mine = [i for i in indices if self.file_index[i] == file]
+            table = shards.read_rows_at(self.files[file], [int(self.file_row[i]) for i in mine], [FACE_JPEG])
+            jpegs.update(zip(mine, table[FACE_JPEG].to_pylist(), strict=True))
+        return [jpegs[i] for i in indices]
 
     def __len__(self) -> int:
         return len(self.clip_ids)
 
     def nearest(self, prediction: np.ndarray, top: int) -> list[dict]:
         """The ``top`` most similar faces (cosine), best first; ``index`` points into this gallery."""
-        prediction = np.asarray(prediction, dtype=np.float64)
+        prediction = np.asarray(prediction, dtype=np.float32)
         similarity = self.unit_faces @ (prediction / np.linalg.norm(prediction))
         best = np.argsort(-similarity, kind="stable")[:top]
         return [

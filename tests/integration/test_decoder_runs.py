@@ -74,7 +74,7 @@ def test_data_without_landmarks_gets_them_from_dlib_once(small_dataset, ray_sess
 
     old = tmp_path / "old_data"
     shutil.copytree(small_dataset, old)
-    for file in (old / "clips").glob("*.parquet"):
+    for file in (old / "clips").rglob("*.parquet"):
         file.chmod(0o644)
         pq.write_table(pq.read_table(file).drop_columns(["face_landmarks"]), file)
     assert has_landmarks(str(small_dataset)) and not has_landmarks(str(old))

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from tests.support.cli import ROOT, check, read_metrics, run
+from tests.support.outputs import read_file
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -75,8 +76,8 @@ def test_refuses_bad_setups_before_starting_ray(tmp_path):
 def _without_val(data, out):
     """A copy of ``data`` whose val clips are gone (clips/ and the manifest's counts)."""
     (out / "clips").mkdir(parents=True)
-    for index, path in enumerate(sorted((data / "clips").glob("*.parquet"))):
-        table = pq.read_table(path)
+    for index, path in enumerate(sorted((data / "clips").rglob("*.parquet"))):
+        table = read_file(str(path))  # with its split, in either layout
         pq.write_table(table.filter(pc.not_equal(table["split"], "val")), out / "clips" / f"{index}.parquet")
     manifest = json.loads((data / "manifest.json").read_text())
     manifest["counts"]["per_split"].pop("val")

@@ -167,7 +167,7 @@ def test_distillation_on_vggface_features_and_weights_mismatch_refused(vggface_d
 def test_stored_spectrograms_equal_the_trainers_and_tensorflows(vggface_data):
     from tests.support.tf_reference import numpy_compress, tf_stft
 
-    table = pq.read_table(next((vggface_data / "clips").glob("*.parquet")), columns=["waveform", "spectrogram"])
+    table = pq.read_table(next((vggface_data / "clips").rglob("*.parquet")), columns=["waveform", "spectrogram"])
     waves = table["waveform"].combine_chunks().to_numpy_ndarray()
     stored = table["spectrogram"].combine_chunks().to_numpy_ndarray()
     assert stored.dtype == np.float16 and stored.shape == (len(waves), 598, 257, 2)

@@ -9,16 +9,24 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from speech2face import dataset, storage
+from speech2face import dataset, shards, storage
 
 TENSOR_COLUMNS = (dataset.WAVEFORM, dataset.SPECTROGRAM, dataset.FACE_FEATURE, dataset.FACE_LANDMARKS)
+
+
+def read_file(file_uri: str) -> pa.Table:
+    """A whole Parquet file, by a plain GET, with ``split`` from its path where the output is partitioned."""
+    table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
+    if split := shards.split_of(file_uri):
+        table = table.append_column(dataset.SPLIT, pa.array([split] * len(table), pa.string()))
+    return table
 
 
 def read_all(uri: str) -> list[dict]:
     """Every row of every Parquet file below ``uri``."""
     rows = []
     for file_uri in storage.list_files(uri, suffix=".parquet"):
-        rows += pq.read_table(io.BytesIO(storage.read_bytes(file_uri))).to_pylist()
+        rows += read_file(file_uri).to_pylist()
     return rows
 
 
@@ -26,7 +34,7 @@ def read_clips(out: str) -> dict[str, dict]:
     """clip_id -> row of ``out``'s clips/, with tensors as numpy arrays; a duplicate clip fails."""
     clips = {}
     for file_uri in storage.list_files(dataset.clips_uri(out), suffix=".parquet"):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)))
+        table = read_file(file_uri)
         tensors = {name: dataset.tensor_column(table, name) for name in TENSOR_COLUMNS if name in table.column_names}
         for i, row in enumerate(table.drop_columns(list(tensors)).to_pylist()):
             assert row[dataset.CLIP_ID] not in clips, f"duplicate clip {row[dataset.CLIP_ID]}"

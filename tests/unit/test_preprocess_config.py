@@ -1,12 +1,14 @@
 """Preprocessing's config, layout and CSV reading, without running the pipeline."""
 
+import dataclasses
+
 import pytest
 
 from pipelines import preprocess
 from pipelines.preprocess import PreprocessConfig
 from pipelines.preprocess.ledger import read_segments
 from pipelines.preprocess.manifest import embedder_record, keep_layout
-from speech2face.dataset import Manifest
+from speech2face.dataset import Layout, Manifest
 from tests.support.outputs import read_all
 
 
@@ -27,10 +29,17 @@ def test_a_resumed_output_keeps_the_layout_it_was_started_with(capsys):
     assert config.store_landmarks is True
     keep_layout(config, _old_manifest(config={"store_spectrogram": False}))  # from before face_landmarks
     assert config.store_landmarks is False and "before face_landmarks existed" in capsys.readouterr().out
-    # a version-2 manifest says it in "layout", whatever its config holds
-    current = Manifest.from_dict(_old_manifest().to_dict() | {"layout": {"store_spectrogram": True}})
+    assert config.split_partitioned is False  # nor partitioned
+    # a version-2 manifest says it in "layout", whatever its config holds; its clips are not partitioned
+    version_2 = Manifest.from_dict(_old_manifest().to_dict() | {"version": 2, "layout": {"store_spectrogram": True}})
+    keep_layout(config, version_2)
+    assert (config.store_spectrogram, config.store_landmarks, config.split_partitioned) == (True, True, False)
+    assert "before clips/ was partitioned by split: its new clips go to clips/" in capsys.readouterr().out
+    # version 3 records the partitioning
+    current = Manifest.from_dict(dataclasses.replace(_old_manifest(), layout=Layout()).to_dict())  # as written
+    assert (current.version, current.layout) == (3, Layout(store_spectrogram=False))
     keep_layout(config, current)
-    assert (config.store_spectrogram, config.store_landmarks, current.version) == (True, True, 2)
+    assert (config.store_spectrogram, config.store_landmarks, config.split_partitioned) == (False, True, True)
 
 
 def test_vggface_requires_weights_or_explicit_random(tmp_path):

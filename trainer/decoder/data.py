@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset
-import pyarrow.parquet as pq
 from PIL import Image
 
-from speech2face import dataset, storage
-from speech2face.dataset import FACE_FEATURE, FACE_JPEG, FACE_LANDMARKS, SPLIT, TRAIN, VAL
+from speech2face import dataset, shards
+from speech2face.dataset import FACE_FEATURE, FACE_JPEG, FACE_LANDMARKS, TRAIN, VAL
 from speech2face.faces import CROP_SIZE
 from speech2face.landmarks import NUM_LANDMARKS, crop_landmarks, mean_shape
 from speech2face.metrics import unit_vectors
+from trainer.runtime.clips import read_split
 
 FACE = "face"  # the decoded face crop, uint8 (resolution, resolution, 3): what the workers get instead of the JPEG
 COLUMNS = [FACE, FACE_FEATURE, FACE_LANDMARKS]
@@ -27,11 +25,10 @@ COLUMNS = [FACE, FACE_FEATURE, FACE_LANDMARKS]
 
 def has_landmarks(data_uri: str) -> bool:
     """Whether the clips carry ``face_landmarks`` (every file has one schema: preprocess keeps the layout)."""
-    files = storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet")
+    files = shards.shard_files(dataset.clips_uri(data_uri))
     if not files:
         raise FileNotFoundError(f"{data_uri}/clips holds no Parquet files: run python -m pipelines.preprocess")
-    with storage.local_copy(files[0]) as path:
-        return FACE_LANDMARKS in pq.read_schema(path).names
+    return FACE_LANDMARKS in shards.read_schema(files[0]).names
 
 
 def decode_faces(batch: dict, resolution: int) -> dict:
@@ -52,16 +49,11 @@ def decode_faces(batch: dict, resolution: int) -> dict:
 
 def decoder_datasets(data_uri: str, resolution: int, splits=(TRAIN, VAL), seed: int = 0, cache: bool = False) -> dict:
     """{split: ray.data.Dataset of COLUMNS}; train rows in a seeded block order; ``cache``: materialized."""
-    import ray.data
-    from ray.data.expressions import col
-
     stored = has_landmarks(data_uri)
-    filesystem, path = storage.resolve(dataset.clips_uri(data_uri))
-    wanted = [SPLIT, FACE_JPEG, FACE_FEATURE, *([FACE_LANDMARKS] if stored else [])]
-    base = ray.data.read_parquet(path, filesystem=filesystem).select_columns(wanted)
+    wanted = [FACE_JPEG, FACE_FEATURE, *([FACE_LANDMARKS] if stored else [])]
     datasets = {}
     for split in splits:
-        rows = base.filter(expr=col(SPLIT) == split).drop_columns([SPLIT])
+        rows = read_split(data_uri, split, wanted).select_columns(wanted)
         if split == TRAIN:
             rows = rows.randomize_block_order(seed=seed)
         rows = rows.map_batches(decode_faces, fn_kwargs={"resolution": resolution}, batch_format="numpy", batch_size=64)
@@ -70,11 +62,9 @@ def decoder_datasets(data_uri: str, resolution: int, splits=(TRAIN, VAL), seed: 
 
 
 def _train_column(data_uri: str, column: str):
-    """One stored column of the train rows, batch by batch (only that column's pages are read)."""
-    filesystem, path = storage.resolve(dataset.clips_uri(data_uri))
-    files = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet")
-    for batch in files.to_batches(columns=[column], filter=pc.field(SPLIT) == TRAIN):
-        yield batch[column].to_numpy_ndarray() if len(batch) else None
+    """One stored column of the train rows, shard by shard (only that column's pages are read)."""
+    for _, table in shards.read_shards(shards.shard_files(dataset.clips_uri(data_uri), TRAIN), [column], TRAIN):
+        yield dataset.tensor_column(table, column) if len(table) else None
 
 
 def mean_unit_feature(data_uri: str) -> np.ndarray:

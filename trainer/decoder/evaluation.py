@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from speech2face import dataset, plots, storage
+from speech2face import dataset, plots, shards, storage
 from speech2face.dataset import CLIP_ID, EMBEDDER, FACE_FEATURE, FACE_JPEG, SPLIT, TEST, TRAIN, YTID, Manifest
 from speech2face.embedders import load_vggface, make_embedder
 from speech2face.errors import InputError
@@ -50,10 +48,9 @@ def data_embedder(manifest: Manifest, weights: str | None):
 def train_sample(data_uri: str, count: int) -> dict:
     """Up to ``count`` train clips (file order): their face crops and features, for the baselines."""
     crops, features = [], []
-    for file_uri in storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet"):
-        filesystem, path = storage.resolve(file_uri)
-        table = pq.read_table(path, columns=[SPLIT, FACE_JPEG, FACE_FEATURE], filesystem=filesystem)
-        table = table.filter(pc.equal(table[SPLIT], TRAIN)).slice(0, count - len(crops))
+    files = shards.shard_files(dataset.clips_uri(data_uri), TRAIN)
+    for _, table in shards.read_shards(files, [FACE_JPEG, FACE_FEATURE], TRAIN, parallel=1):  # stops early
+        table = table.slice(0, count - len(crops))
         crops += [plots.jpeg_image(jpeg) for jpeg in table[FACE_JPEG].to_pylist()]
         features += list(dataset.tensor_column(table, FACE_FEATURE)) if len(table) else []
         if len(crops) >= count:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from speech2face import dataset, storage
 from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPLIT, WAVEFORM, YTID, Manifest
 from speech2face.errors import InputError
 from speech2face.inference import embed, read_model
 from speech2face.inference.gallery import PREDICTION
+from trainer.runtime.clips import read_split
 from trainer.runtime.cluster import start_ray
 
 KEPT = (CLIP_ID, SPLIT, YTID, FACE_FEATURE)  # what the driver gets for each clip, with its prediction
@@ -63,13 +63,8 @@ def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 1
             f"no {split} clips in {data_uri} (its manifest counts {counts}); check --data and --split "
             "(the test split comes from preprocessing with --test-csv or --split-name test)"
         )
-    import ray.data
-    from ray.data.expressions import col
-
     resources = start_ray(log_to_driver=False)
-    filesystem, path = storage.resolve(dataset.clips_uri(data_uri))
-    rows = ray.data.read_parquet(path, filesystem=filesystem, columns=[*KEPT, WAVEFORM])
-    predictions = rows.filter(expr=col(SPLIT) == split).map_batches(
+    predictions = read_split(data_uri, split, [*KEPT, WAVEFORM]).map_batches(
         EncoderActor,
         fn_constructor_args=(model_uri, batch_size, torch_threads(resources, cpus_per_actor)),
         batch_size=batch_size * 4,

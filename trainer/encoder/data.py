@@ -7,15 +7,14 @@ read once with pyarrow (``read_splits``) and cached in the object store for smal
 from __future__ import annotations
 
 import hashlib
-import io
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from speech2face import dataset, storage
-from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPLIT, TRAIN, VAL, WAVEFORM, YTID
+from speech2face import dataset, shards
+from speech2face.dataset import CLIP_ID, FACE_FEATURE, TRAIN, VAL, WAVEFORM, YTID
+from trainer.runtime.clips import read_split
 
 # The int16 waveform, not a stored spectrogram: 3.2x fewer bytes to read and ship, and the trainer
 # computes the spectrogram on its device (speech2face.audio.model_input). Data written with
@@ -54,21 +53,15 @@ def split_datasets(
     That saves the seconds each epoch spends starting reads, and the seconds Ray Data's read tasks
     take to start at all (2-5 s a split on 2 cores, longer than reading a small dataset).
     """
-    import ray.data
-
     if cache:
         return _cached_datasets(data_uri, splits, seed)
-    from ray.data.expressions import col
-
-    filesystem, path = storage.resolve(dataset.clips_uri(data_uri))
     train_columns = [audio_column if c == WAVEFORM else c for c in TRAIN_COLUMNS]
-    base = ray.data.read_parquet(path, filesystem=filesystem).select_columns([CLIP_ID, YTID, SPLIT, *train_columns])
     datasets = {}
     for split in splits:
-        rows = base.filter(expr=col(SPLIT) == split)
         if split == TRAIN:
-            datasets[split] = rows.select_columns(train_columns).randomize_block_order(seed=seed)
+            datasets[split] = read_split(data_uri, split, train_columns).randomize_block_order(seed=seed)
         else:
+            rows = read_split(data_uri, split, [CLIP_ID, YTID, *train_columns])
             datasets[split] = rows.map_batches(_with_keys, batch_format="pyarrow").select_columns(VAL_COLUMNS)
     return datasets
 
@@ -88,15 +81,10 @@ def _cached_datasets(data_uri: str, splits, seed: int) -> dict:
 
 
 def read_splits(data_uri: str, splits, columns: list[str]) -> dict[str, pa.Table]:
-    """{split: its rows, given columns only, sorted by clip_id} (a fixed order for every reader), in one pass."""
-    wanted = list(dict.fromkeys([CLIP_ID, SPLIT, *columns]))
-    parts: dict[str, list[pa.Table]] = {split: [] for split in splits}
-    for file_uri in storage.list_files(dataset.clips_uri(data_uri), suffix=".parquet"):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(file_uri)), columns=wanted)
-        for split in splits:
-            parts[split].append(table.filter(pc.equal(table[SPLIT], split)))
+    """{split: its rows, given columns only, sorted by clip_id} (a fixed order for every reader)."""
+    wanted = list(dict.fromkeys([CLIP_ID, *columns]))
     tables = {}
-    for split, found in parts.items():
-        table = pa.concat_tables(found) if found else pa.table({})
-        tables[split] = table.take(pc.sort_indices(table, [(CLIP_ID, "ascending")])) if len(table) else table
+    for split in splits:
+        table = shards.read_table(dataset.clips_uri(data_uri), wanted, split)
+        tables[split] = table.take(pc.sort_indices(table, [(CLIP_ID, "ascending")])) if len(table) else pa.table({})
     return tables
