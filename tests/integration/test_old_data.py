@@ -1,12 +1,16 @@
-"""Data written by earlier versions still evaluates, predicts and serves: a version-1 manifest, clips with the
-stored spectrogram and without face_landmarks (tests/integration/test_train.py trains on such data too)."""
+"""Data written by earlier versions still resumes, evaluates, predicts and serves: a version-1 manifest, every
+split's clips in clips/*.parquet, with the stored spectrogram and without face_landmarks
+(tests/integration/test_train.py trains on such data too)."""
 
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from speech2face import dataset
+from pipelines import preprocess
+from pipelines.preprocess.run import write_clips
+from speech2face import dataset, shards
 from speech2face.audio import load_audio
 from speech2face.dataset import Layout, Manifest
 from speech2face.inference import Gallery, gallery_indices, predict_features, read_model, read_rows
@@ -22,7 +26,8 @@ SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_au
 def old_data(small_dataset, tmp_path_factory):
     data = make_old_layout(small_dataset, tmp_path_factory.mktemp("old") / "data")
     manifest = Manifest.read(str(data))
-    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False))
+    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False,
+                                                             split_partitioned=False))  # fmt: skip
     return data
 
 
@@ -58,3 +63,37 @@ def test_old_data_is_a_gallery_the_service_loads(old_data, tiny_model):
     assert application is not None
     gallery = Gallery(str(old_data))  # what each replica loads
     assert len(gallery) > 0 and len(gallery.nearest(gallery.unit_faces[0], 3)) == 3
+
+
+def test_old_data_resumes_with_nothing_to_do_and_keeps_its_layout(small_corpus, small_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # nothing to do: no Ray is started
+    data = make_old_layout(small_dataset, tmp_path / "old")
+    files = sorted((data / "clips").rglob("*.parquet"))
+    corpus = small_corpus.directory
+    config = preprocess.PreprocessConfig(
+        csv=str(corpus / "avspeech_train.csv"), test_csv=str(corpus / "avspeech_test.csv"), out=str(data),
+        face_embedder="dlib", val_fraction=0.4, url_template="http://127.0.0.1:9/{ytid}.mp4",
+    )  # fmt: skip
+    manifest = preprocess.run(config)
+    assert manifest.processed_this_run == 0 and manifest.counts == Manifest.read(str(small_dataset)).counts
+    assert manifest.layout == Layout(store_spectrogram=True, store_landmarks=False, split_partitioned=False)
+    assert Manifest.read(str(data)).layout == manifest.layout  # recorded for the next resume
+    assert sorted((data / "clips").rglob("*.parquet")) == files  # nothing moved or rewritten
+
+
+@pytest.mark.parametrize("partitioned", [True, False], ids=["new output", "output begun before partitioning"])
+def test_new_clips_go_where_the_outputs_layout_puts_them(ray_session, tmp_path, partitioned):
+    import ray.data
+
+    ids = [f"clip{i}" for i in range(9)]
+    splits = [("train", "val", "test")[i % 3] for i in range(9)]
+    rows = ray.data.from_arrow(pa.table({dataset.CLIP_ID: ids, dataset.SPLIT: splits, dataset.X: [0.5] * 9}))
+    config = preprocess.PreprocessConfig(csv="x.csv", out=str(tmp_path), split_partitioned=partitioned)
+    write_clips(rows, str(tmp_path / "clips"), config, file_rows=4)
+
+    files = sorted((tmp_path / "clips").rglob("*.parquet"))
+    assert {f.parent.name for f in files} == ({"split=test", "split=train", "split=val"} if partitioned else {"clips"})
+    for split in ("train", "val", "test"):
+        table = shards.read_table(str(tmp_path / "clips"), [dataset.CLIP_ID, dataset.SPLIT], split)
+        assert sorted(table[dataset.CLIP_ID].to_pylist()) == [i for i, s in zip(ids, splits, strict=True) if s == split]
+        assert set(table[dataset.SPLIT].to_pylist()) == {split}

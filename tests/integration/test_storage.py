@@ -138,6 +138,59 @@ def test_an_s3_write_during_a_gateway_outage_is_retried_until_it_lands(s3_bucket
     assert storage.read_bytes(uri) == data
 
 
+def test_a_resume_plan_survives_a_gateway_restart_in_the_middle_of_its_reads(s3_bucket, tmp_path, monkeypatch):
+    from pipelines.failures import parquet_bytes
+    from pipelines.preprocess import ledger
+    from pipelines.preprocess.config import PreprocessConfig
+    from speech2face import dataset, shards
+
+    csv = tmp_path / "rows.csv"
+    csv.write_text("".join(f"video{i:06d},{i}.0,{i + 5}.0,0.5,0.5\n" for i in range(40)))
+    config = PreprocessConfig(csv=str(csv), out=s3_bucket.uri, face_embedder="dlib")
+    clips, failures = dataset.clips_uri(s3_bucket.uri), dataset.failures_uri(s3_bucket.uri)
+    segments = ledger.read_segments(config, failures, write_failures=False)
+    for index in range(15):  # the first 30 rows are done, 2 a shard
+        ids = [s.clip_id for s in segments[2 * index : 2 * index + 2]]
+        table = pa.table({dataset.CLIP_ID: ids, dataset.WAVEFORM: dataset.tensor_array(np.zeros((2, 16000), np.int16))})
+        storage.write_bytes(storage.join(clips, f"split=train/part-{index:02d}.parquet"), parquet_bytes(table))
+
+    real_read, calls = shards.read_shard, []
+    fifth_read, gateway_down = threading.Event(), threading.Event()
+
+    def read_shard(*args, **kwargs):  # the 5th read waits for the outage, then goes on into it
+        calls.append(args[0])
+        if len(calls) == 5:
+            fifth_read.set()
+            gateway_down.wait(60)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "read_shard", read_shard)
+    outcome = {}
+
+    def plan():
+        try:
+            outcome["todo"] = ledger.plan(config, segments, clips, failures)
+            outcome["done_at"] = time.monotonic()
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = error
+
+    planner = threading.Thread(target=plan)
+    planner.start()
+    try:
+        assert fifth_read.wait(60)
+        s3_bucket.server.stop_gateway()
+        gateway_down.set()
+        time.sleep(2)  # the reads now meet refused connections
+    finally:
+        gateway_down.set()
+        restarting = time.monotonic()
+        s3_bucket.server.start_gateway()  # from this (the starting) thread: see RGWServer.start_gateway
+    planner.join(90)
+    assert "error" not in outcome and outcome.get("done_at", 0) > restarting, outcome  # it waited out the outage
+    assert outcome["todo"][dataset.CLIP_ID].tolist() == [s.clip_id for s in segments[30:]]  # none lost or doubled
+    assert len(calls) >= 15
+
+
 def test_makedirs_local_creates_the_directory(tmp_path):
     target = tmp_path / "a" / "b"
     storage.makedirs(str(target))
