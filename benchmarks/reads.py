@@ -173,11 +173,11 @@ def make_realistic_outputs(work: Path, gigabytes: float) -> dict[str, Path]:
         partitioned = name == "after"
         for index, first in enumerate(range(0, rows, 1300)):  # 256 MB shards, 1300 rows
             chunk = slice(first, first + 1300)
-            payload = _payload(len(ids[chunk]), 10 + index, 96000, 4096, 8 << 10, landmarks=partitioned)
+            payload = _payload(len(ids[chunk]), 10 + index, 96000, 4096, 8 << 10, landmarks=True)
             _write_shards(out / "clips" / f"batch{index:03d}", ytids[chunk], start[chunk], end[chunk], ids[chunk],
                           splits[chunk], 1300, payload, partitioned)  # fmt: skip
         _flatten(out / "clips")
-        _manifest(out, 4096, splits, partitioned, landmarks=partitioned)
+        _manifest(out, 4096, splits, partitioned, landmarks=True)
     return outputs
 
 
@@ -188,7 +188,7 @@ def _flatten(clips: Path) -> None:
         target = clips / path.parent.relative_to(batch) / f"{batch.name}-{path.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         path.rename(target)
-    for batch in sorted(clips.glob("batch*"), reverse=True):
+    for batch in sorted(p for p in clips.glob("batch*") if p.is_dir()):
         for directory in sorted(batch.rglob("*"), reverse=True):
             directory.rmdir()
         batch.rmdir()

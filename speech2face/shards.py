@@ -156,7 +156,7 @@ def _done(entry) -> Iterator[tuple[str, pa.Table]]:
 
 def _is_storage_error(error: Exception) -> bool:
     """An error of the store (missing file, network), not of the file's bytes: never a reason to delete it."""
-    return isinstance(error, FileNotFoundError) or any(m in str(error) for m in storage.TRANSIENT_S3_ERRORS)
+    return isinstance(error, FileNotFoundError) or storage.is_transient(error)
 
 
 def read_table(

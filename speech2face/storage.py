@@ -99,6 +99,11 @@ TRANSIENT_S3_ERRORS = ("AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN", "A
 S3_BACKOFF_S = (1, 2, 4, 8, 16)  # ~31 s: a gateway restart, not a long outage
 
 
+def is_transient(error: Exception) -> bool:
+    """An S3 error that may pass if the operation is run again (not a missing file, not bad bytes)."""
+    return any(marker in str(error) for marker in TRANSIENT_S3_ERRORS)
+
+
 def retried(operation: Callable[[], T], uri: str | os.PathLike) -> T:
     """``operation()``, run again after a transient S3 error (every read, listing and write of this module
     goes through here); a local ``uri`` runs it once. Whole operations are retried, so a retried
@@ -109,7 +114,7 @@ def retried(operation: Callable[[], T], uri: str | os.PathLike) -> T:
         try:
             return operation()
         except OSError as error:
-            if not any(marker in str(error) for marker in TRANSIENT_S3_ERRORS):
+            if not is_transient(error):
                 raise
             time.sleep(backoff_s)
     return operation()  # the last try: its error is the caller's

@@ -33,13 +33,14 @@ def dlib_data(small_dataset) -> Path:
 @pytest.fixture(scope="module")
 def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
     """VGG-Face features in the oldest layout, which must still train: a stored spectrogram beside the waveform
-    (--store-spectrogram), no face_landmarks, a version-1 manifest."""
+    (--store-spectrogram), no face_landmarks, every split in clips/*.parquet, a version-1 manifest."""
     data = make_dataset(small_corpus.directory, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
                         "--vggface-weights", "random", "--val-fraction", "0.4", "--store-spectrogram",
                         ray_address=ray_address)  # fmt: skip
     make_old_layout(data)
     manifest = Manifest.read(str(data))
-    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False))
+    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False,
+                                                             split_partitioned=False))  # fmt: skip
     return data
 
 
