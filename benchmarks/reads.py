@@ -2,7 +2,9 @@
 
     python -m benchmarks.reads resume --shards 2000 --rows 2600000 --work /var/tmp/s2f-reads \\
         --out benchmarks/results/reads_resume.json
-    python -m benchmarks.reads readers --gb 5 --work /var/tmp/s2f-reads-5gb --before-code /tmp/s2f-before \\
+    python -m benchmarks.reads resume-s3 --shards 80 --rows 52000 --work /var/tmp/s2f-reads-s3 \\
+        --out benchmarks/results/reads_resume_s3.json
+    python -m benchmarks.reads readers --gb 6 --work /var/tmp/s2f-reads-6gb --before-code /tmp/s2f-before \\
         --out benchmarks/results/reads_readers.json
 
 resume: a synthetic existing output as preprocessing writes it (``clips/split=<name>/`` shards of the
@@ -11,7 +13,9 @@ cut to 800 samples so 2.6 M rows fit this disk) and the AVSpeech-style CSV of th
 in its own process: ``python -m pipelines.preprocess --dry-run`` as a user runs it, and the resume plan a
 real run makes before its first download (``ledger.read_segments`` + ``ledger.plan``). Each reports its
 wall seconds, peak RSS and ``rchar`` (every byte its read calls returned: the CSV, Python's files, and
-the output's bytes) against the bytes stored.
+the output's bytes) against the bytes stored. resume-s3: the same with the output on a throwaway Ceph
+RGW (the tests' ``tests.support.rgw``; its in-memory OSD holds 1 GiB, hence fewer shards), counting the
+bytes RGW's GETs sent (its ``get_b`` perf counter).
 
 readers: an output of full 96,000-sample waveforms and 4096-D features (>= --gb), in the partitioned
 layout and in the layout before it, then in a process each: the serve/predict gallery of the test split
@@ -30,6 +34,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -198,9 +203,11 @@ def _flatten(clips: Path) -> None:
 
 
 def _measured(task: str, argument: str) -> dict:
-    """In the measured process: run ``task``, return its own seconds, peak RSS and rchar."""
+    """In the measured process: import what ``task`` needs, then run it and return its seconds, peak RSS
+    and rchar (the imports' reads of Python files are not counted: they are no part of the output)."""
+    run = TASKS[task](argument)
     before, started = rchar(), time.perf_counter()
-    detail = TASKS[task](argument)
+    detail = run()
     return {
         "seconds": round(time.perf_counter() - started, 2),
         "rchar_bytes": rchar() - before,
@@ -210,55 +217,63 @@ def _measured(task: str, argument: str) -> dict:
     }
 
 
-def _dry_run(args: str) -> dict:
+def _dry_run(args: str):
     from pipelines.preprocess.run import main
 
     csv, out = args.split("|")
-    code = main(["--csv", csv, "--out", out, "--face-embedder", "dlib", "--dry-run"])
-    return {"exit_code": code}
+    return lambda: {"exit_code": main(["--csv", csv, "--out", out, "--face-embedder", "dlib", "--dry-run"])}
 
 
-def _resume_plan(args: str) -> dict:
+def _resume_plan(args: str):
     from pipelines.preprocess.config import PreprocessConfig
     from pipelines.preprocess.ledger import plan, read_segments
     from speech2face import dataset
 
     csv, out = args.split("|")
     config = PreprocessConfig(csv=csv, out=out, face_embedder="dlib")
-    segments = read_segments(config, dataset.failures_uri(out), write_failures=False)
-    todo = plan(config, segments, dataset.clips_uri(out), dataset.failures_uri(out))
-    return {"valid_rows": len(segments), "to_do": len(todo)}
+
+    def run() -> dict:
+        segments = read_segments(config, dataset.failures_uri(out), write_failures=False)
+        todo = plan(config, segments, dataset.clips_uri(out), dataset.failures_uri(out))
+        return {"valid_rows": len(segments), "to_do": len(todo)}
+
+    return run
 
 
-def _gallery(data: str) -> dict:
+def _gallery(data: str):
     from speech2face.inference import Gallery
 
-    gallery = Gallery(data, "test")
-    return {"gallery_faces": len(gallery)}
+    return lambda: {"gallery_faces": len(Gallery(data, "test"))}
 
 
-def _has_landmarks(data: str) -> dict:
+def _has_landmarks(data: str):
     from trainer.decoder.data import has_landmarks
 
-    return {"has_landmarks": has_landmarks(data)}
+    return lambda: {"has_landmarks": has_landmarks(data)}
 
 
-def _val_pass(data: str) -> dict:
-    """One pass over the lazy val dataset; the bytes are those Ray's worker processes read meanwhile."""
+def _val_pass(data: str):
+    """One pass over the lazy val dataset; the bytes are those Ray's worker processes read meanwhile (a worker
+    started during the pass counts its imports too: an overcount)."""
     import ray
 
     from trainer.encoder.data import split_datasets
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    val = split_datasets(data, splits=("val",))["val"]
-    warm = sum(1 for _ in ray.data.range(4).iter_batches())  # workers up before the count starts
-    workers = lambda: {p.name: rchar(p.name) for p in Path("/proc").iterdir() if _is_ray_worker(p)}  # noqa: E731
-    before = workers()
-    rows = sum(len(batch[next(iter(batch))]) for batch in val.iter_batches(batch_size=256, batch_format="numpy"))
-    after = workers()
-    read = sum(after[pid] - before.get(pid, 0) for pid in after)
-    ray.shutdown()
-    return {"val_rows": rows, "workers_rchar_bytes": read, "warm_batches": warm}
+    sum(1 for _ in ray.data.range(4).iter_batches())  # workers up before the count starts
+
+    def workers() -> dict:
+        return {p.name: rchar(p.name) for p in Path("/proc").iterdir() if _is_ray_worker(p)}
+
+    def run() -> dict:
+        before = workers()
+        val = split_datasets(data, splits=("val",))["val"]
+        rows = sum(len(b[next(iter(b))]) for b in val.iter_batches(batch_size=256, batch_format="numpy"))
+        after = workers()
+        ray.shutdown()
+        return {"val_rows": rows, "workers_rchar_bytes": sum(after[pid] - before.get(pid, 0) for pid in after)}
+
+    return run
 
 
 def _is_ray_worker(path: Path) -> bool:
@@ -276,7 +291,7 @@ TASKS = {"dry-run": _dry_run, "resume-plan": _resume_plan, "gallery": _gallery, 
          "val-pass": _val_pass}  # fmt: skip
 
 
-def run_measured(task: str, argument: str, code: Path = ROOT) -> dict:
+def run_measured(task: str, argument: str, code: Path = ROOT, env: dict | None = None) -> dict:
     """``task`` in a fresh process whose product code is ``code`` (this tree, or a checkout of the code before)."""
     program = (
         "import importlib.util, json, sys; "
@@ -284,7 +299,7 @@ def run_measured(task: str, argument: str, code: Path = ROOT) -> dict:
         "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench); "
         "print('RESULT ' + json.dumps(bench._measured(sys.argv[1], sys.argv[2])))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(code)}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | (env or {}) | {"PYTHONPATH": str(code)}
     command = [sys.executable, "-c", program, task, argument, __file__]
     result = subprocess.run(command, cwd=code, env=env | {"RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True)
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
@@ -296,12 +311,11 @@ def run_measured(task: str, argument: str, code: Path = ROOT) -> dict:
 # --- column bytes, from the files' own metadata ------------------------------------------------------------
 
 
-def column_bytes(clips: Path, columns: list[str], split: str | None = None) -> int:
-    """Compressed bytes of ``columns`` in the rows of ``split`` (its files; in an unpartitioned output, every
-    row group's share by row count is not separable, so its whole files' columns)."""
+def column_bytes(clips: Path, columns: list[str], split: str) -> int:
+    """Compressed bytes of ``columns`` in the files of ``split`` of a partitioned output."""
     total = 0
     for path in clips.rglob("*.parquet"):
-        if split is not None and f"split={split}" not in str(path) and "split=" in str(path):
+        if path.parent.name != f"split={split}":
             continue
         metadata = pq.ParquetFile(path).metadata
         for group in range(metadata.num_row_groups):
@@ -334,30 +348,68 @@ def resume(args) -> dict:
     return result
 
 
+def rgw_bytes_sent(server) -> int:
+    """Bytes RGW has sent in answer to GETs (its ``get_b`` counter, through its admin socket)."""
+    socket = str(server.workdir / "client.rgw.asok")
+    dump = subprocess.run(
+        ["ceph", "--admin-daemon", socket, "perf", "dump"], capture_output=True, text=True, check=True
+    )
+    return json.loads(dump.stdout)["rgw"]["get_b"]
+
+
+def resume_on_s3(args) -> dict:
+    """The same resume plan with the output on a real Ceph RGW (an in-memory OSD of 1 GiB: fewer shards)."""
+    from pyarrow import fs as pafs
+
+    from tests.support.rgw import start_rgw
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out, csv = make_resume_output(work, args.shards, args.rows)
+    result = {
+        "shards": len(list((out / "clips").rglob("*.parquet"))),
+        "rows": args.rows,
+        "stored_bytes": stored_bytes(out),
+    }
+    with tempfile.TemporaryDirectory(dir=work) as rgw_dir, start_rgw(rgw_dir) as server:
+        server.create_bucket("reads")
+        pafs.copy_files(str(out), "reads/out", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=server.filesystem())  # fmt: skip
+        for task in ("dry-run", "resume-plan"):
+            before = rgw_bytes_sent(server)
+            measured = run_measured(task, f"{csv}|s3://reads/out", env=server.env())
+            measured["rgw_sent_bytes"] = rgw_bytes_sent(server) - before
+            measured["rgw_sent_of_stored"] = round(measured["rgw_sent_bytes"] / result["stored_bytes"], 5)
+            print(task, json.dumps(measured), flush=True)
+            result[task] = measured
+    return result
+
+
 def readers(args) -> dict:
-    from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPLIT, WAVEFORM, YTID
+    """Before and after on the same clips; each ratio's denominator is those clips' column bytes, from the
+    partitioned output's metadata (the unpartitioned files mix splits, so theirs are not separable)."""
+    from speech2face.dataset import CLIP_ID, FACE_FEATURE, WAVEFORM, YTID
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     outputs = make_realistic_outputs(work, args.gb)
+    clips = outputs["after"] / "clips"
+    result = {
+        "gallery_kept_column_bytes": column_bytes(clips, [CLIP_ID, YTID, FACE_FEATURE], "test"),
+        "val_column_bytes": column_bytes(clips, [CLIP_ID, YTID, WAVEFORM, FACE_FEATURE], "val"),
+    }
     codes = {"after": ROOT, "before": Path(args.before_code) if args.before_code else None}
-    result = {}
     for name, out in outputs.items():
         if codes[name] is None:
             continue
-        clips = out / "clips"
-        kept = column_bytes(clips, [CLIP_ID, YTID, FACE_FEATURE, SPLIT], "test")
-        val_bytes = column_bytes(clips, [CLIP_ID, YTID, WAVEFORM, FACE_FEATURE, SPLIT], "val")
-        entry = {
-            "stored_bytes": stored_bytes(out),
-            "gallery_kept_column_bytes": kept,
-            "val_read_column_bytes": val_bytes,
-        }
+        entry = {"stored_bytes": stored_bytes(out)}
         for task in ("gallery", "has-landmarks", "val-pass"):
             entry[task] = run_measured(task, str(out), codes[name])
             print(name, task, json.dumps(entry[task]), flush=True)
-        entry["gallery_rchar_of_kept"] = round(entry["gallery"]["rchar_bytes"] / kept, 3)
-        entry["val_rchar_of_val_columns"] = round(entry["val-pass"]["workers_rchar_bytes"] / val_bytes, 3)
+        entry["gallery_rchar_of_kept"] = round(entry["gallery"]["rchar_bytes"] / result["gallery_kept_column_bytes"], 3)
+        entry["val_rchar_of_val_columns"] = round(
+            entry["val-pass"]["workers_rchar_bytes"] / result["val_column_bytes"], 3
+        )
         result[name] = entry
     return result
 
@@ -369,16 +421,19 @@ def main(argv: list[str] | None = None) -> int:
     first = commands.add_parser("resume", help="--dry-run and the resume plan over an existing output")
     first.add_argument("--shards", type=int, default=2000)
     first.add_argument("--rows", type=int, default=2_600_000)
+    on_s3 = commands.add_parser("resume-s3", help="the same on a real Ceph RGW: bytes its GETs sent")
+    on_s3.add_argument("--shards", type=int, default=80)
+    on_s3.add_argument("--rows", type=int, default=52_000)
     second = commands.add_parser("readers", help="gallery, has_landmarks and a val pass, before and after")
     second.add_argument("--gb", type=float, default=5.0)
     second.add_argument("--before-code", help="a checkout of the code before this change (its old layout)")
-    for sub in (first, second):
+    for sub in (first, on_s3, second):
         sub.add_argument("--work", required=True, help="where the synthetic output is written (kept for reruns)")
         sub.add_argument("--out", help="write the result JSON here")
     args = parser.parse_args(argv)
     meta = {"command": "python -m benchmarks.reads " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **machine()}  # fmt: skip
-    result = meta | (resume(args) if args.command == "resume" else readers(args))
+    result = meta | {"resume": resume, "resume-s3": resume_on_s3, "readers": readers}[args.command](args)
     result["load_after"] = os.getloadavg()[0]
     print(json.dumps(result, indent=2))
     if args.out:
