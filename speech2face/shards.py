@@ -39,18 +39,15 @@ def split_of(file_uri: str) -> str | None:
 
 def shard_files(uri: str, split: str | None = None) -> list[str]:
     """The Parquet files below ``uri`` that can hold rows of ``split`` (None: all of them), sorted."""
-    files = storage.list_files(uri, suffix=".parquet")
-    if split is None or not any(split_of(f) for f in files):
-        return files
-    return [f for f in files if split_of(f) == split]
+    return storage.list_files(uri, suffix=".parquet") if split is None else split_files(uri, split)[0]
 
 
 def split_files(uri: str, split: str) -> tuple[list[str], bool]:
     """(the files that can hold rows of ``split``, whether those rows must still be picked by the ``split``
     column): a partitioned output's split directory, else every file (an older output, or no such directory)."""
-    files = shard_files(uri, split)
-    partitioned = bool(files) and split_of(files[0]) is not None
-    return (files, False) if partitioned else (shard_files(uri), True)
+    files = storage.list_files(uri, suffix=".parquet")
+    mine = [f for f in files if split_of(f) == split]
+    return (mine, False) if mine else (files, True)
 
 
 def read_schema(file_uri: str) -> pa.Schema:
