@@ -33,6 +33,10 @@ from PIL import Image
 from benchmarks import train_step
 from benchmarks.trainer_speed import run_trainer
 from speech2face import audio
+from speech2face import dataset as ds
+
+# Synthetic clips: no landmarks, no speaker or media columns
+SYNTHETIC_LAYOUT = ds.Layout(store_landmarks=False, store_source=False)
 
 
 def best_rate(items: int, function, repeats: int, device: torch.device) -> float:
@@ -63,8 +67,6 @@ def vggface_rate(device: torch.device, images: int, repeats: int) -> float:
 
 def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file: int | None = None) -> None:
     """``clips`` random clips in the clips/ schema (train, plus a val tenth) and a manifest trainer.train reads."""
-    from speech2face import dataset as ds
-
     rng = np.random.default_rng(0)
     waves = (rng.standard_normal((clips, audio.NUM_SAMPLES)) * 3000).astype(np.int16)
     jpeg = io.BytesIO()
@@ -89,13 +91,13 @@ def write_synthetic_data(out: Path, clips: int, feature_dim: int, rows_per_file:
         ds.CPU_S: [dict.fromkeys(ds.CPU_STAGES, 0.0)] * clips,
     }
     (out / "clips").mkdir(parents=True)
-    table = pa.table(columns, schema=ds.clip_schema(feature_dim, store_landmarks=False))
+    table = pa.table(columns, schema=ds.clip_schema(feature_dim, SYNTHETIC_LAYOUT))
     step = rows_per_file or clips
     for index, start in enumerate(range(0, clips, step)):
         pq.write_table(table.slice(start, step), out / "clips" / f"synthetic-{index:04d}.parquet")
     embedder = ds.EmbedderRecord(name="synthetic", dim=feature_dim, weights_sha256="synthetic")
     per_split = {ds.TRAIN: splits.count(ds.TRAIN), ds.VAL: splits.count(ds.VAL)}
-    ds.Manifest(embedder, ds.Layout(store_landmarks=False), ds.Counts(clips=clips, per_split=per_split)).write(str(out))
+    ds.Manifest(embedder, SYNTHETIC_LAYOUT, ds.Counts(clips=clips, per_split=per_split)).write(str(out))
 
 
 def trainer_epochs(work: Path, preset: str, clips: int, batch_size: int, use_gpu: bool) -> dict:

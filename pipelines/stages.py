@@ -50,14 +50,17 @@ from speech2face.dataset import (
     FACE_LANDMARKS,
     FEATURE,
     FRAME_TIME,
+    MEDIA,
     REASON,
     SEGMENT_COLUMNS,
+    SOURCE_COLUMNS,
     SPECTROGRAM,
     STAGE,
     START,
     WAVEFORM,
     YTID,
     EmbedderRecord,
+    Layout,
     X,
     Y,
     clip_schema,
@@ -65,6 +68,7 @@ from speech2face.dataset import (
 )
 from speech2face.download import DownloadConfig, download_segment
 from speech2face.embedders import make_embedder
+from speech2face.sources import fetch_media
 
 JPEG_QUALITY = 95
 # Between stages, a row also carries the downloaded file and the decoded frames (never written).
@@ -116,7 +120,8 @@ def _run_row(row: dict, stage: str, fn: Callable[[dict], dict], clock=cpu_second
 
 
 class DownloadStage:
-    """yt-dlp fetches only the segment; the file's bytes travel on, so later stages may run anywhere.
+    """yt-dlp fetches only the segment, or a row's own file is read (and cut, for a whole video:
+    ``speech2face.sources``); the file's bytes travel on, so later stages may run anywhere.
 
     Downloads wait on the network, so one actor runs ``threads`` of them at once, shared by the blocks
     it is given concurrently (one slow clip does not idle the others). A cookies file (local or s3://)
@@ -125,7 +130,10 @@ class DownloadStage:
 
     name = DOWNLOAD
 
-    def __init__(self, *, download: DownloadConfig, cookies_uri: str | None = None, threads: int = 1):
+    def __init__(
+        self, *, download: DownloadConfig, cookies_uri: str | None = None, threads: int = 1, cut_media: bool = True
+    ):
+        self.cut_media = cut_media  # a row's file holds the whole video: cut its segment out
         self._cookies_dir = tempfile.TemporaryDirectory(prefix="s2f-cookies-") if cookies_uri else None
         if cookies_uri:
             cookies = os.path.join(self._cookies_dir.name, "cookies.txt")
@@ -149,12 +157,16 @@ class DownloadStage:
                 "download": config.download_config(),
                 "cookies_uri": config.cookies,
                 "threads": sizes.download_threads,
+                "cut_media": config.cuts_media(),
             },
         )
 
     def _download(self, row: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
-            path = download_segment(row[YTID], row[START], row[END], tmp, self.config)
+            if row.get(MEDIA):
+                path = fetch_media(row[MEDIA], row[START], row[END], self.cut_media, tmp)
+            else:
+                path = download_segment(row[YTID], row[START], row[END], tmp, self.config)
             return {VIDEO: path.read_bytes()}
 
     def _download_row(self, row: dict) -> None:
@@ -272,8 +284,7 @@ class FeatureStage:
         weights: str | None,
         allow_random: bool,
         failures_uri: str,
-        store_spectrogram: bool = False,
-        store_landmarks: bool = True,
+        layout: Layout,
     ):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
@@ -281,8 +292,8 @@ class FeatureStage:
                 embedder, weights=local_weights, allow_random=allow_random, device=self.device
             )
         self.failures_uri = failures_uri
-        self.store_spectrogram, self.store_landmarks = store_spectrogram, store_landmarks
-        self.schema = clip_schema(self.embedder.dim, store_spectrogram, store_landmarks)
+        self.layout = layout
+        self.schema = clip_schema(self.embedder.dim, layout)
 
     @classmethod
     def stage(cls, config: PreprocessConfig, sizes: PoolSizes, failures_uri: str, embedder: EmbedderRecord) -> Stage:
@@ -298,8 +309,7 @@ class FeatureStage:
                 "weights": None if config.random_weights else config.vggface_weights,
                 "allow_random": config.random_weights,
                 "failures_uri": failures_uri,
-                "store_spectrogram": config.store_spectrogram,
-                "store_landmarks": config.store_landmarks,
+                "layout": config.layout(),
             },
         )
 
@@ -307,10 +317,10 @@ class FeatureStage:
         started = cpu_seconds()
         waves = np.stack([np.frombuffer(r[WAVEFORM], dtype=np.int16) for r in rows])
         stored = {}
-        if self.store_spectrogram:
+        if self.layout.store_spectrogram:
             spectrograms = audio.model_input(torch.from_numpy(waves).to(self.device)).to(torch.float16)
             stored[SPECTROGRAM] = tensor_array(spectrograms.cpu().numpy())
-        if self.store_landmarks:  # flat between stages, like face_box
+        if self.layout.store_landmarks:  # flat between stages, like face_box
             points = [np.asarray(r[FACE_LANDMARKS], np.float32).reshape(landmarks.NUM_LANDMARKS, 2) for r in rows]
             stored[FACE_LANDMARKS] = tensor_array(np.stack(points))
         crops = np.stack([np.asarray(Image.open(io.BytesIO(r[FACE_JPEG])).convert("RGB")) for r in rows])
@@ -320,7 +330,7 @@ class FeatureStage:
             {stage: float(r.get(f"cpu_{stage}_s", 0.0)) for stage in CPU_STAGES[:-1]} | {FEATURE: feature_cpu}
             for r in rows
         ]
-        columns = {name: [r[name] for r in rows] for name in SEGMENT_COLUMNS}
+        columns = {name: [r.get(name) for r in rows] for name in SEGMENT_COLUMNS + SOURCE_COLUMNS}
         columns |= {
             WAVEFORM: tensor_array(waves),
             FACE_JPEG: pa.array([r[FACE_JPEG] for r in rows], pa.binary()),

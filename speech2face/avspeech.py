@@ -31,6 +31,8 @@ class Segment:
     x: float
     y: float
     split: str
+    speaker: str | None = None  # where the source knows it (speech2face.sources)
+    media: str | None = None  # the file holding the clip, for media you hold; None: download it
 
     def as_row(self) -> dict:
         return asdict(self)

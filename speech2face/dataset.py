@@ -35,6 +35,8 @@ END = "end"
 X = "x"  # the speaker's face centre, as fractions of the frame
 Y = "y"
 SPLIT = "split"  # train, val or test
+SPEAKER = "speaker"  # who speaks, where the source knows it (VoxCeleb2, a media CSV); null otherwise
+MEDIA = "media"  # the file the clip came from, for media you hold (speech2face.sources); null when downloaded
 # ... and what preprocessing found in it
 WAVEFORM = "waveform"  # int16 [96000]: 6 s at 16 kHz, looped when shorter; the model input
 SPECTROGRAM = "spectrogram"  # float16 [598, 257, 2]; only with --store-spectrogram (and in older data)
@@ -53,6 +55,7 @@ ERROR = "error"  # the error's message
 REASON = "reason"  # a download failure's class (speech2face.download.REASONS); null otherwise
 
 SEGMENT_COLUMNS = (CLIP_ID, YTID, START, END, X, Y, SPLIT)
+SOURCE_COLUMNS = (SPEAKER, MEDIA)  # absent in data from before them (``Layout.store_source``)
 FAILURE_COLUMNS = (CLIP_ID, YTID, START, END, STAGE, ERROR, REASON)
 
 PARSE, DOWNLOAD, DECODE, FACE, FEATURE = "parse", "download", "decode", "face", "feature"
@@ -64,7 +67,17 @@ _SEGMENT_ID = [(CLIP_ID, pa.string()), (YTID, pa.string()), (START, pa.float64()
 FAILURE_SCHEMA = pa.schema([*_SEGMENT_ID, (STAGE, pa.string()), (ERROR, pa.string()), (REASON, pa.string())])
 
 
-def clip_schema(feature_dim: int, store_spectrogram: bool = False, store_landmarks: bool = True) -> pa.Schema:
+@dataclass(frozen=True)
+class Layout:
+    """Which optional columns a dataset's clips carry; a resumed --out keeps it, so every file has one schema."""
+
+    store_spectrogram: bool = False
+    store_landmarks: bool = True
+    split_partitioned: bool = True  # clips/split=<name>/; False: every split's clips in clips/ (before version 3)
+    store_source: bool = True  # SOURCE_COLUMNS (before version 4: absent)
+
+
+def clip_schema(feature_dim: int, layout: Layout = Layout()) -> pa.Schema:
     """The columns of ``clips/``; tensors use Arrow's canonical fixed-shape tensor type, so plain pyarrow reads them."""
     from speech2face.audio import NUM_BINS, NUM_FRAMES, NUM_SAMPLES  # torch: only where clips are written
     from speech2face.landmarks import NUM_LANDMARKS
@@ -72,19 +85,21 @@ def clip_schema(feature_dim: int, store_spectrogram: bool = False, store_landmar
     def tensor(kind: pa.DataType, shape: list[int]) -> pa.DataType:
         return pa.fixed_shape_tensor(kind, shape)
 
-    optional_spectrogram = [(SPECTROGRAM, tensor(pa.float16(), [NUM_FRAMES, NUM_BINS, 2]))] if store_spectrogram else []
-    optional_landmarks = [(FACE_LANDMARKS, tensor(pa.float32(), [NUM_LANDMARKS, 2]))] if store_landmarks else []
+    spectrogram = [(SPECTROGRAM, tensor(pa.float16(), [NUM_FRAMES, NUM_BINS, 2]))] if layout.store_spectrogram else []
+    landmarks = [(FACE_LANDMARKS, tensor(pa.float32(), [NUM_LANDMARKS, 2]))] if layout.store_landmarks else []
+    source = [(name, pa.string()) for name in SOURCE_COLUMNS] if layout.store_source else []
     return pa.schema(
         [
             *_SEGMENT_ID,
             (X, pa.float64()),
             (Y, pa.float64()),
             (SPLIT, pa.string()),
+            *source,
             (WAVEFORM, tensor(pa.int16(), [NUM_SAMPLES])),
-            *optional_spectrogram,
+            *spectrogram,
             (FACE_JPEG, pa.binary()),
             (FACE_BOX, pa.list_(pa.int32(), 4)),
-            *optional_landmarks,
+            *landmarks,
             (FRAME_TIME, pa.float64()),
             (FACE_FEATURE, tensor(pa.float32(), [feature_dim])),
             (EMBEDDER, pa.string()),
@@ -184,16 +199,7 @@ def check_weights(weights: str | None, recorded: EmbedderRecord, flag: str = "--
     return weights
 
 
-MANIFEST_VERSION = 3  # 3: layout.split_partitioned; 2: "version" and "layout" recorded; 1: neither
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which optional columns a dataset's clips carry; a resumed --out keeps it, so every file has one schema."""
-
-    store_spectrogram: bool = False
-    store_landmarks: bool = True
-    split_partitioned: bool = True  # clips/split=<name>/; False: every split's clips in clips/ (before version 3)
+MANIFEST_VERSION = 4  # 4: layout.store_source; 3: layout.split_partitioned; 2: "version" and "layout"; 1: none
 
 
 @dataclass
@@ -203,6 +209,7 @@ class Counts:
     per_split: dict = field(default_factory=dict)
     failures_per_stage: dict = field(default_factory=dict)
     failures_per_reason: dict = field(default_factory=dict)
+    speakers_per_split: dict = field(default_factory=dict)  # where the source knows speakers
 
 
 @dataclass
@@ -229,11 +236,11 @@ class Manifest:
                 "update speech2face"
             )
         config = values.get("config", {})
-        if "layout" in values:  # version 2 and later; before version 3 nothing was partitioned
-            layout = Layout(**{"split_partitioned": False} | values["layout"])
+        if "layout" in values:  # version 2 and later; what a version did not record, its data did not have
+            layout = Layout(**{"split_partitioned": False, "store_source": False} | values["layout"])
         else:  # version 1: manifests from before these settings existed belong to data that stored the
             # spectrogram and had no landmarks
-            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False), False)
+            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False), False, False)
         return cls(
             embedder=EmbedderRecord.from_dict(values["embedder"]),
             layout=layout,

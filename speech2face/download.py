@@ -25,8 +25,9 @@ DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
 # Enough picture for a 224x224 face crop, and far less to fetch than full HD.
 DEFAULT_FORMAT = "bv*[height<=720]+ba/b[height<=720]/b"
 
-REASONS = UNAVAILABLE, THROTTLED, TRANSIENT, DEADLINE, TOO_LARGE = (
-    "unavailable", "throttled", "transient", "deadline", "too_large")  # fmt: skip
+# missing: a file of media you hold (speech2face.sources) is not where its row says
+REASONS = UNAVAILABLE, THROTTLED, TRANSIENT, DEADLINE, TOO_LARGE, MISSING = (
+    "unavailable", "throttled", "transient", "deadline", "too_large", "missing")  # fmt: skip
 RETRIED_NOW = (THROTTLED, TRANSIENT)
 
 # Checked in order: the first class whose marker is in yt-dlp's message wins; anything else is transient.

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from speech2face.dataset import RANDOM_WEIGHTS, YTID, Layout
 from speech2face.download import DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
 from speech2face.embedders import EMBEDDER_NAMES
+from speech2face.errors import InputError
 from speech2face.faces import MAX_DISTANCE
 from speech2face.flags import flag
+from speech2face.sources import cuts_segment
 
 PROG = "python -m pipelines.preprocess"
 DEFAULT_DOWNLOADS_PER_NODE = 16  # I/O-bound: many more than a node's cores
@@ -32,9 +34,33 @@ DOWNLOAD_SETTINGS = {
 
 @dataclass(kw_only=True)
 class PreprocessConfig:
-    csv: str = flag(help="AVSpeech CSV (no header: ytid,start,end,x,y); local or s3://")
+    csv: str | None = flag(
+        None,
+        help="AVSpeech CSV (no header: ytid,start,end,x,y); local or s3://. Its videos are downloaded, "
+        "or read from --media-root",
+    )
     test_csv: str | None = flag(
         None, help="also this CSV, every row in split 'test' (AVSpeech's avspeech_test.csv), in the same run"
+    )
+    media_root: str | None = flag(
+        None, metavar="DIR_OR_S3_PREFIX", help="the videos of --csv that you already hold: no download"
+    )
+    media_pattern: str = flag(
+        "{ytid}.mp4",
+        help="a file's name below --media-root, from {ytid}, {start}, {end}, {clip_id}: '{ytid}.mp4' names the "
+        "whole video (the segment is cut out of it); e.g. '{ytid}_{start:.3f}_{end:.3f}.mp4' names the segment's clip",
+    )
+    voxceleb2: str | None = flag(
+        None,
+        metavar="ROOT",
+        help="instead of --csv: a VoxCeleb2 tree ROOT/<speaker>/<video>/<utterance>.mp4 "
+        "(local or s3://), split by speaker",
+    )
+    media_csv: str | None = flag(
+        None,
+        metavar="FILE",
+        help="instead of --csv: your own list of files, header row path,start,end,x,y "
+        "and optionally speaker (then split by speaker); paths local, relative to FILE, or s3://",
     )
     out: str = flag(help="output: a local directory or s3://bucket/prefix")
     url_template: str = flag(
@@ -59,7 +85,10 @@ class PreprocessConfig:
     val_fraction: float = flag(
         0.1, minimum=0, help="share of the videos (of the clips with --split-by clip) held out for val"
     )
-    split_name: str | None = flag(None, help="put every row of --csv in this split instead (e.g. 'test')")
+    test_fraction: float = flag(
+        0.0, minimum=0, help="share of the speakers held out for test, where the source knows speakers"
+    )
+    split_name: str | None = flag(None, help="put every row of the source in this split instead (e.g. 'test')")
     limit: int | None = flag(None, help="process only the first N rows of each CSV", minimum=1)
     retry_failures: str | None = flag(
         None,
@@ -139,10 +168,28 @@ class PreprocessConfig:
     )
     store_landmarks: bool = True  # face_landmarks; False only for an --out begun before the column existed
     split_partitioned: bool = True  # clips/split=<name>/; False only for an --out begun before partitioning
+    store_source: bool = True  # speaker and media; False only for an --out begun before them
     extra: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         found = []
+        sources = [name for name in ("csv", "voxceleb2", "media_csv") if getattr(self, name)]
+        if len(sources) != 1:
+            given = ", ".join("--" + name.replace("_", "-") for name in sources)
+            found.append(
+                "give one source: --csv (AVSpeech, downloaded or from --media-root), --voxceleb2 ROOT or "
+                f"--media-csv FILE{'; got ' + given if given else ''}"
+            )
+        if (self.media_root or self.test_csv) and not self.csv:
+            found.append("--media-root and --test-csv go with --csv")
+        if self.media_root:
+            try:
+                cuts_segment(self.media_pattern)
+            except InputError as error:
+                found.append(str(error))
+        if not self.val_fraction + self.test_fraction < 1:
+            total = self.val_fraction + self.test_fraction
+            found.append(f"--val-fraction + --test-fraction must be below 1, got {total}")
         if self.retry_failures not in (None, "all"):
             unknown = set(self.retry_failures.split(",")) - set(REASONS)
             if unknown:
@@ -150,8 +197,6 @@ class PreprocessConfig:
                     f"--retry-failures: unknown reason(s) {', '.join(sorted(unknown))}; use no value (all) "
                     f"or some of {', '.join(REASONS)}"
                 )
-        if not self.val_fraction < 1:
-            found.append(f"--val-fraction must be below 1, got {self.val_fraction}")
         if self.face_embedder == "vggface" and not self.vggface_weights:
             found.append(
                 "--face-embedder vggface needs --vggface-weights PATH_OR_URI (keras-vggface's "
@@ -160,8 +205,19 @@ class PreprocessConfig:
             )
         return found
 
+    @property
+    def source(self) -> str:
+        """youtube, files, voxceleb2 or media_csv (speech2face.sources)"""
+        if self.csv:
+            return "files" if self.media_root else "youtube"
+        return "voxceleb2" if self.voxceleb2 else "media_csv"
+
+    def cuts_media(self) -> bool:
+        """Whether a row's file holds more than its segment (a whole video), so the segment is cut out of it."""
+        return self.source == "media_csv" or (self.source == "files" and cuts_segment(self.media_pattern))
+
     def layout(self) -> Layout:
-        return Layout(self.store_spectrogram, self.store_landmarks, self.split_partitioned)
+        return Layout(self.store_spectrogram, self.store_landmarks, self.split_partitioned, self.store_source)
 
     @property
     def random_weights(self) -> bool:

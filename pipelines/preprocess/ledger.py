@@ -7,6 +7,7 @@ later stage, skipped unless retried.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 
@@ -17,9 +18,19 @@ import pyarrow.compute as pc
 
 from pipelines.failures import failures_table, parquet_bytes
 from pipelines.preprocess.config import PreprocessConfig
-from speech2face import shards, storage
+from speech2face import shards, sources, storage
 from speech2face.avspeech import failure_row, parse_csv
-from speech2face.dataset import CLIP_ID, ERROR, FAILURE_COLUMNS, PARSE, REASON, SEGMENT_COLUMNS, STAGE, TEST
+from speech2face.dataset import (
+    CLIP_ID,
+    ERROR,
+    FAILURE_COLUMNS,
+    PARSE,
+    REASON,
+    SEGMENT_COLUMNS,
+    SOURCE_COLUMNS,
+    STAGE,
+    TEST,
+)
 
 
 def read_columns(uri: str, columns: list[str]) -> pd.DataFrame:
@@ -38,18 +49,15 @@ def _is_parse_file(file_uri: str) -> bool:
 
 
 def read_segments(config: PreprocessConfig, failures_uri: str, write_failures: bool = True) -> list:
-    """The valid rows of --csv (and of --test-csv, as split 'test'); each CSV's parse failures go to failures/."""
-    sources = [(config.csv, config.split_name)] + ([(config.test_csv, TEST)] if config.test_csv else [])
+    """The valid rows of the source (and of --test-csv, as split 'test'); each input's parse failures (and a
+    VoxCeleb2 tree's skipped entries) go to failures/, one file per input, rewritten each run."""
+    inputs = [(source_uri(config), config.split_name)] + ([(config.test_csv, TEST)] if config.test_csv else [])
     segments, seen = [], set()  # a set, not a dict: millions of clip ids
-    for index, (csv_uri, split_name) in enumerate(sources):
-        text = storage.read_bytes(csv_uri).decode("utf-8", errors="replace")
-        if config.limit:  # without it, no list of millions of lines
-            text = "\n".join(text.splitlines()[: config.limit])
-        rows, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
-        del text
+    for index, (uri, split_name) in enumerate(inputs):
+        rows, failures = parse_input(config, uri, split_name)
         for segment in rows:  # a segment in both CSVs is kept once, where it came first
             if segment.clip_id in seen:
-                earlier = ", ".join(uri for uri, _ in sources[:index])
+                earlier = ", ".join(uri for uri, _ in inputs[:index])
                 failures.append(
                     failure_row(
                         segment.clip_id,
@@ -57,17 +65,42 @@ def read_segments(config: PreprocessConfig, failures_uri: str, write_failures: b
                         segment.start,
                         segment.end,
                         PARSE,
-                        f"{csv_uri}: duplicate of a row of {earlier}",
+                        f"{uri}: duplicate of a row of {earlier}",
                     )
                 )
             else:
                 seen.add(segment.clip_id)
                 segments.append(segment)
         if write_failures:
-            csv_key = hashlib.sha256(f"{csv_uri}|{config.limit}".encode()).hexdigest()[:16]
-            file_uri = storage.join(failures_uri, f"{PARSE}-{csv_key}.parquet")
+            key = hashlib.sha256(f"{uri}|{config.limit}".encode()).hexdigest()[:16]
+            file_uri = storage.join(failures_uri, f"{PARSE}-{key}.parquet")
             storage.write_bytes(file_uri, parquet_bytes(failures_table(failures)))
     return segments
+
+
+def source_uri(config: PreprocessConfig) -> str:
+    return config.csv or config.voxceleb2 or config.media_csv
+
+
+def parse_input(config: PreprocessConfig, uri: str, split_name: str | None) -> tuple[list, list[dict]]:
+    """(segments, parse failures) of one input: an AVSpeech CSV, a VoxCeleb2 tree or a media CSV."""
+    if config.source == "voxceleb2":
+        segments, failures = sources.voxceleb2_segments(uri, config.val_fraction, config.test_fraction)
+        segments = segments[: config.limit]
+    else:
+        text = storage.read_bytes(uri).decode("utf-8", errors="replace")
+        if config.limit:  # without it, no list of millions of lines
+            text = "\n".join(text.splitlines()[: config.limit + (config.source == "media_csv")])
+        if config.source == "media_csv":
+            segments, failures = sources.media_csv_segments(text, uri, config.val_fraction, config.test_fraction)
+        else:
+            segments, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
+            if config.media_root:
+                segments = sources.with_media(segments, config.media_root, config.media_pattern)
+        del text
+    if split_name:
+        segments = [dataclasses.replace(segment, split=split_name) for segment in segments]
+    return segments, failures
 
 
 def clear_failures(failures_uri: str, retry: str) -> None:
@@ -122,4 +155,5 @@ def plan(config: PreprocessConfig, segments: list, clips_uri: str, failures_uri:
 def todo_frame(segments: list) -> pd.DataFrame:
     """The rows the stages get: each segment's columns, and its failure columns still empty."""
     rows = [s.as_row() for s in segments]
-    return pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS)).assign(**{STAGE: "", ERROR: "", REASON: ""})
+    columns = list(SEGMENT_COLUMNS + SOURCE_COLUMNS)
+    return pd.DataFrame(rows, columns=columns).assign(**{STAGE: "", ERROR: "", REASON: ""})

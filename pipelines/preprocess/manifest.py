@@ -17,6 +17,7 @@ from speech2face.dataset import (
     CPU_STAGES,
     DOWNLOAD,
     REASON,
+    SPEAKER,
     SPLIT,
     STAGE,
     Counts,
@@ -72,6 +73,9 @@ def keep_layout(config: PreprocessConfig, manifest: Manifest) -> None:
             f"[preprocess] {config.out} was started before clips/ was partitioned by split: its new clips "
             "go to clips/ too (readers of one split then read every file)"
         )
+    config.store_source = manifest.layout.store_source
+    if not config.store_source:
+        print(f"[preprocess] {config.out} was started before the speaker and media columns: new clips lack them too")
 
 
 def _without_secret(url: str | None) -> str | None:
@@ -96,7 +100,7 @@ def summarize(
     import torch
     import yt_dlp
 
-    clips = read_columns(clips_uri, [CLIP_ID, SPLIT, CPU_S])
+    clips = read_columns(clips_uri, [CLIP_ID, SPLIT, SPEAKER, CPU_S])  # SPEAKER: null where a file lacks it
     failures = read_columns(failures_uri, [CLIP_ID, STAGE, REASON])
     cpu = pd.DataFrame(list(clips[CPU_S])) if len(clips) else pd.DataFrame(columns=list(CPU_STAGES))
     record = {k: v for k, v in dataclasses.asdict(config).items() if k != "extra"}
@@ -115,6 +119,7 @@ def summarize(
             clips=len(clips),
             failures=len(failures),
             per_split=_counted(clips[SPLIT]),
+            speakers_per_split=_counted_speakers(clips),
             failures_per_stage=_counted(failures[STAGE]),
             failures_per_reason=_counted(failures[REASON].dropna()),
         ),
@@ -125,19 +130,24 @@ def summarize(
     )
 
 
+def _counted_speakers(clips: pd.DataFrame) -> dict:
+    known = clips.dropna(subset=[SPEAKER])
+    return {split: int(n) for split, n in known.groupby(SPLIT)[SPEAKER].nunique().items()}
+
+
 def print_summary(manifest: Manifest) -> None:
     counts = manifest.counts
     total = counts.clips + counts.failures
     print("\n=== preprocess summary ===")
     print(f"clips      {counts.clips:>8}   ({100 * counts.clips / max(total, 1):.1f} % of {total} rows)")
     for split, n in counts.per_split.items():
-        print(f"  {split:<9}{n:>8}")
+        speakers = counts.speakers_per_split.get(split)
+        print(f"  {split:<9}{n:>8}" + (f"   ({speakers} speakers)" if speakers else ""))
     print(f"failures   {counts.failures:>8}")
     for stage, n in counts.failures_per_stage.items():
         print(f"  {stage:<9}{n:>8}")
-        if stage == DOWNLOAD:
-            for reason, n_reason in counts.failures_per_reason.items():
-                print(f"    {reason:<11}{n_reason:>6}")
+    if counts.failures_per_reason:
+        print("  by reason: " + ", ".join(f"{reason} {n}" for reason, n in counts.failures_per_reason.items()))
     cpu = manifest.cpu_s_per_clip
     if cpu[DOWNLOAD] is not None:
         per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())

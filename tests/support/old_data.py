@@ -15,7 +15,8 @@ from speech2face import audio, dataset, shards
 
 def make_old_layout(data: Path, out: Path | None = None) -> Path:
     """``data`` (or a copy at ``out``) in the oldest layout: every split's clips mixed in clips/*.parquet with a
-    ``split`` column, the stored float16 ``spectrogram``, no ``face_landmarks``, and a version-1 manifest.json
+    ``split`` column, the stored float16 ``spectrogram``, no ``face_landmarks``, no ``speaker`` or ``media``, and a
+    version-1 manifest.json
     (no "version", no "layout", and a config from before --store-spectrogram and landmarks existed)."""
     if out is not None:
         shutil.copytree(data, out)
@@ -32,8 +33,8 @@ def make_old_layout(data: Path, out: Path | None = None) -> Path:
     shutil.rmtree(clips)
     clips.mkdir()
     table = pa.concat_tables(tables, promote_options="permissive").sort_by(dataset.CLIP_ID)  # splits interleaved
-    if dataset.FACE_LANDMARKS in table.column_names:
-        table = table.drop_columns([dataset.FACE_LANDMARKS])
+    newer = (dataset.FACE_LANDMARKS, *dataset.SOURCE_COLUMNS)
+    table = table.drop_columns([name for name in newer if name in table.column_names])
     if dataset.SPECTROGRAM not in table.column_names:
         waves = torch.from_numpy(dataset.tensor_column(table, dataset.WAVEFORM))
         stored = dataset.tensor_array(audio.model_input(waves).to(torch.float16).numpy())

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKED = ("speech2face", "pipelines", "trainer", "tuning", "serving", "demo", "benchmarks", "s2f")
 CONTRACT = ROOT / "speech2face" / "dataset.py"
 COLUMNS = {value for name, value in vars(dataset).items() if name.isupper() and isinstance(value, str)} & (
-    {f.name for f in dataset.FAILURE_SCHEMA} | set(dataset.clip_schema(128, True, True).names)
+    {f.name for f in dataset.FAILURE_SCHEMA}
+    | set(dataset.clip_schema(128, dataset.Layout(store_spectrogram=True)).names)
 )
 ACCESSORS = {"get", "pop", "field", "col", "column", "select_columns", "drop_columns", "append_column", "set_column"}
 LISTING_KEYWORDS = {"columns", "names"}

@@ -34,12 +34,18 @@ def test_a_resumed_output_keeps_the_layout_it_was_started_with(capsys):
     version_2 = Manifest.from_dict(_old_manifest().to_dict() | {"version": 2, "layout": {"store_spectrogram": True}})
     keep_layout(config, version_2)
     assert (config.store_spectrogram, config.store_landmarks, config.split_partitioned) == (True, True, False)
-    assert "before clips/ was partitioned by split: its new clips go to clips/" in capsys.readouterr().out
-    # version 3 records the partitioning
+    output = capsys.readouterr().out
+    assert "before clips/ was partitioned by split: its new clips go to clips/" in output
+    assert config.store_source is False and "before the speaker and media columns" in output
+    # version 3 records the partitioning, not the speaker and media columns
+    version_3 = Manifest.from_dict(_old_manifest().to_dict() | {"version": 3, "layout": {"split_partitioned": True}})
+    assert version_3.layout == Layout(split_partitioned=True, store_source=False)
+    # version 4 records them
     current = Manifest.from_dict(dataclasses.replace(_old_manifest(), layout=Layout()).to_dict())  # as written
-    assert (current.version, current.layout) == (3, Layout(store_spectrogram=False))
+    assert (current.version, current.layout) == (4, Layout(store_spectrogram=False))
     keep_layout(config, current)
-    assert (config.store_spectrogram, config.store_landmarks, config.split_partitioned) == (False, True, True)
+    layout = (config.store_spectrogram, config.store_landmarks, config.split_partitioned, config.store_source)
+    assert layout == (False, True, True, True)
 
 
 def test_vggface_requires_weights_or_explicit_random(tmp_path):

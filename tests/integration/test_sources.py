@@ -1,0 +1,165 @@
+"""Media you already hold, through the real pipeline (ffmpeg, dlib): the small demo corpus re-laid as each source.
+
+The YouTube path's output of the same corpus (the session's ``small_dataset``, fetched by yt-dlp over loopback)
+is the reference: a clip read from a file you hold must be the clip yt-dlp would have fetched.
+"""
+
+import dataclasses
+import io
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import preprocess
+from speech2face import dataset
+from speech2face.avspeech import parse_csv
+from speech2face.dataset import Manifest
+from speech2face.sources import fetch_media
+from tests.support.outputs import read_all, read_clips
+
+CLIP_PATTERN = "{ytid}_{start:.3f}_{end:.3f}.mp4"
+COMMON = dict(face_embedder="dlib", cpus_per_actor=0.5, batch_size=4)  # as small_dataset, without downloads
+
+
+@pytest.fixture(scope="module")
+def corpus_segments(small_corpus):
+    text = {name: (small_corpus.directory / f"avspeech_{name}.csv").read_text() for name in ("train", "test")}
+    return parse_csv(text["train"])[0] + parse_csv(text["test"], split_name=dataset.TEST)[0]
+
+
+@pytest.fixture(scope="module")
+def segment_clips(small_corpus, corpus_segments, tmp_path_factory) -> Path:
+    """Each segment's own clip, as a user who fetched the segments earlier holds them."""
+    folder = tmp_path_factory.mktemp("segment_clips")
+    for segment in corpus_segments:
+        video = str(small_corpus.directory / f"{segment.ytid}.mp4")
+        cut = fetch_media(video, segment.start, segment.end, cut=True, out_dir=tmp_path_factory.mktemp("cut"))
+        shutil.move(cut, folder / CLIP_PATTERN.format(ytid=segment.ytid, start=segment.start, end=segment.end))
+    return folder
+
+
+def _faces_match(ours: dict, reference: dict) -> None:
+    a, b = (np.asarray(Image.open(io.BytesIO(row[dataset.FACE_JPEG])), np.float32) for row in (ours, reference))
+    assert a.shape == b.shape and np.abs(a - b).mean() < 2.0  # the same crop, within JPEG noise
+
+
+def test_whole_videos_you_hold_give_the_clips_yt_dlp_fetches(small_corpus, small_dataset, ray_session, tmp_path):
+    corpus = small_corpus.directory
+    config = preprocess.PreprocessConfig(
+        csv=str(corpus / "avspeech_train.csv"), test_csv=str(corpus / "avspeech_test.csv"), media_root=str(corpus),
+        out=str(tmp_path / "out"), val_fraction=0.4, **COMMON,
+    )  # fmt: skip
+    manifest = preprocess.run(config)
+    reference, clips = read_clips(str(small_dataset)), read_clips(config.out)
+    assert (
+        set(clips) == set(reference) and manifest.counts.per_split == Manifest.read(str(small_dataset)).counts.per_split
+    )
+    for clip_id, clip in clips.items():
+        assert np.array_equal(clip[dataset.WAVEFORM], reference[clip_id][dataset.WAVEFORM]), clip_id
+        _faces_match(clip, reference[clip_id])
+        assert clip[dataset.MEDIA] == str(corpus / f"{clip[dataset.YTID]}.mp4") and clip[dataset.SPEAKER] is None
+    assert reference[clip_id].get(dataset.MEDIA) is None  # downloaded: no file of yours
+
+    again = preprocess.run(config)  # a resume finds nothing to do
+    assert again.processed_this_run == 0 and again.counts.clips == len(clips)
+    plan = preprocess.run(dataclasses.replace(config, dry_run=True))
+    assert plan["to_process"] == 0 and plan["valid_rows"] == len(clips)
+
+
+def test_segment_clips_you_hold_are_used_as_they_are_and_bad_files_become_failures(
+    small_corpus, small_dataset, segment_clips, corpus_segments, ray_session, tmp_path
+):
+    held = Path(shutil.copytree(segment_clips, tmp_path / "clips"))
+    missing, unreadable = corpus_segments[0], corpus_segments[1]
+    (held / CLIP_PATTERN.format(ytid=missing.ytid, start=missing.start, end=missing.end)).unlink()
+    (held / CLIP_PATTERN.format(ytid=unreadable.ytid, start=unreadable.start, end=unreadable.end)).write_bytes(
+        b"not a video at all" * 100
+    )
+    corpus = small_corpus.directory
+    config = preprocess.PreprocessConfig(
+        csv=str(corpus / "avspeech_train.csv"), test_csv=str(corpus / "avspeech_test.csv"), media_root=str(held),
+        media_pattern=CLIP_PATTERN, out=str(tmp_path / "out"), val_fraction=0.4, **COMMON,
+    )  # fmt: skip
+    plan = preprocess.run(dataclasses.replace(config, dry_run=True))
+    assert plan["to_process"] == len(corpus_segments)
+    manifest = preprocess.run(config)
+
+    reference, clips = read_clips(str(small_dataset)), read_clips(config.out)
+    assert set(clips) == set(reference) - {missing.clip_id, unreadable.clip_id}
+    for clip_id, clip in clips.items():
+        assert np.array_equal(clip[dataset.WAVEFORM], reference[clip_id][dataset.WAVEFORM]), clip_id
+        _faces_match(clip, reference[clip_id])
+    failures = {row[dataset.CLIP_ID]: row for row in read_all(dataset.failures_uri(config.out))}
+    assert failures[missing.clip_id][dataset.STAGE] == dataset.DOWNLOAD
+    assert (
+        failures[missing.clip_id][dataset.REASON] == "missing"
+        and "no such file" in failures[missing.clip_id][dataset.ERROR]
+    )
+    assert failures[unreadable.clip_id][dataset.STAGE] == dataset.DECODE
+    assert manifest.counts.failures_per_reason == {"missing": 1}
+    assert preprocess.run(config).processed_this_run == 0  # resumed: the failures are not retried
+
+
+def _face_track(clip: Path, target: Path, x: float, y: float, video: dict) -> None:
+    """The clip cropped to a square around the speaker's face and scaled to 224x224, as VoxCeleb2's clips are."""
+    side = min(video["height"], 2 * video["face_size"])
+    left = min(max(round(x * video["width"] - side / 2), 0), video["width"] - side)
+    top = min(max(round(y * video["height"] - side / 2), 0), video["height"] - side)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(clip),
+                    "-vf", f"crop={side}:{side}:{left}:{top},scale=224:224", "-c:v", "libx264", "-c:a", "copy",
+                    str(target)], check=True)  # fmt: skip
+
+
+def test_a_voxceleb2_tree_splits_by_speaker(small_corpus, segment_clips, ray_session, tmp_path):
+    """The corpus as VoxCeleb2 lays it out: id<speaker>/<video>/<utterance>.mp4, one folder per speaker."""
+    root = tmp_path / "vox2" / "dev" / "mp4"
+    for speaker in small_corpus.manifest["speakers"]:
+        for number, segment in enumerate(speaker["segments"], start=1):
+            clip = segment_clips / CLIP_PATTERN.format(ytid=speaker["ytid"], start=segment["start"], end=segment["end"])
+            target = root / f"id{speaker['face_index']:05d}" / speaker["ytid"] / f"{number:05d}.mp4"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _face_track(clip, target, speaker["x"], speaker["y"], small_corpus.manifest["video"])
+    (root / "vox2_meta.csv").write_text("stray\n")
+    (root / "id99999").mkdir()
+    speakers = len(small_corpus.manifest["speakers"])
+    config = preprocess.PreprocessConfig(
+        voxceleb2=str(root), out=str(tmp_path / "out"), val_fraction=0.3, test_fraction=0.3, **COMMON
+    )
+    plan = preprocess.run(dataclasses.replace(config, dry_run=True))
+    assert sum(plan["speakers_per_split"].values()) == speakers
+
+    manifest = preprocess.run(config)
+    clips = read_clips(config.out)
+    assert len(clips) == sum(len(s["segments"]) for s in small_corpus.manifest["speakers"])
+    splits_of = {}
+    for clip in clips.values():
+        splits_of.setdefault(clip[dataset.SPEAKER], set()).add(clip[dataset.SPLIT])
+    assert len(splits_of) == speakers and all(len(splits) == 1 for splits in splits_of.values())
+    assert manifest.counts.speakers_per_split == plan["speakers_per_split"]
+    assert manifest.counts.failures_per_reason == {"stray_file": 1, "empty_speaker": 1}
+    assert preprocess.run(config).processed_this_run == 0
+
+
+def test_sources_that_cannot_work_are_one_line_errors_before_ray(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # none is started: it would be a Ray of its own
+    (tmp_path / "list.csv").write_text("clip.mp4,0,6,0.5,0.5\n")  # no header
+    out = ["--out", str(tmp_path / "out"), "--face-embedder", "dlib"]
+    for args, message in [
+        (["--media-csv", str(tmp_path / "list.csv")], "the first row must be the header path,start,end,x,y"),
+        (["--voxceleb2", str(tmp_path / "nowhere")], "no files there"),
+    ]:
+        assert preprocess.main([*args, *out]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    for args, message in [  # flags that do not go together: the usage line, then the error
+        (["--csv", "a.csv", "--voxceleb2", "root"], "give one source"),
+        (["--voxceleb2", "root", "--media-root", "videos"], "--media-root and --test-csv go with --csv"),
+        (["--csv", "a.csv", "--media-root", "v", "--media-pattern", "{video}.mp4"], "--media-pattern"),
+    ]:
+        with pytest.raises(SystemExit) as exit_code:
+            preprocess.main([*args, *out])
+        assert exit_code.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1], args
