@@ -189,7 +189,7 @@ def fetch_media(uri: str, start: float, end: float, cut: bool, out_dir: str | Pa
                 target = out_dir / f"clip{Path(path).suffix}"
                 target.write_bytes(Path(path).read_bytes())
                 return target
-            target = out_dir / f"segment{Path(path).suffix or '.mp4'}"
+            target = out_dir / "segment.mp4"  # mp4 for any input: its edit list keeps a copied cut exact
             command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-ss", str(start), "-t", str(end - start),
                        "-i", path, "-c", "copy", str(target)]  # fmt: skip
             result = subprocess.run(command, capture_output=True, text=True)

@@ -163,3 +163,32 @@ def test_sources_that_cannot_work_are_one_line_errors_before_ray(tmp_path, capsy
         with pytest.raises(SystemExit) as exit_code:
             preprocess.main([*args, *out])
         assert exit_code.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1], args
+
+
+def test_a_media_csv_of_mixed_containers(small_corpus, small_dataset, corpus_segments, ray_session, tmp_path):
+    """Whole recordings as mp4, as mkv (the same streams) and as webm (VP9 + Opus, as YouTube serves them)."""
+    corpus = small_corpus.directory
+    speaker_of = {s["ytid"]: f"id{s['face_index']:05d}" for s in small_corpus.manifest["speakers"]}
+    videos = sorted({s.ytid for s in corpus_segments})[:3]
+    files = {videos[0]: corpus / f"{videos[0]}.mp4"}
+    files[videos[1]] = tmp_path / "media" / f"{videos[1]}.mkv"
+    files[videos[2]] = tmp_path / "media" / f"{videos[2]}.webm"
+    files[videos[1]].parent.mkdir()
+    for ytid, codecs in ((videos[1], ["-c", "copy"]), (videos[2], ["-c:v", "libvpx-vp9", "-c:a", "libopus"])):
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(corpus / f"{ytid}.mp4"), *codecs,
+                        str(files[ytid])], check=True)  # fmt: skip
+    rows = [s for s in corpus_segments if s.ytid in files]
+    listing = tmp_path / "media.csv"
+    listing.write_text("path,start,end,x,y,speaker\n" + "".join(
+        f"{files[s.ytid]},{s.start},{s.end},{s.x},{s.y},{speaker_of[s.ytid]}\n" for s in rows))  # fmt: skip
+    config = preprocess.PreprocessConfig(media_csv=str(listing), out=str(tmp_path / "out"), **COMMON)
+    manifest = preprocess.run(config)
+    clips = read_clips(config.out)
+    assert manifest.counts.failures == 0 and len(clips) == len(rows)
+    reference = {(c[dataset.YTID], c[dataset.START]): c for c in read_clips(str(small_dataset)).values()}
+    for clip in clips.values():
+        original = reference[(Path(clip[dataset.MEDIA]).stem, clip[dataset.START])]
+        assert clip[dataset.SPEAKER] == speaker_of[original[dataset.YTID]]
+        if clip[dataset.MEDIA].endswith(".mp4"):  # mkv and webm cuts are off by tens of ms: an open problem
+            assert np.array_equal(clip[dataset.WAVEFORM], original[dataset.WAVEFORM])
+        _faces_match(clip, original)
