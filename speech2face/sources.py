@@ -15,6 +15,7 @@ who speaks, ``speaker`` too, and then the splits are by speaker. Torch and Ray a
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -23,9 +24,10 @@ import math
 import os
 import string
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from speech2face import storage
+from speech2face import ranges, storage
 from speech2face.avspeech import Segment, clip_id, failure_row, split_of
 from speech2face.dataset import CLIP_ID, END, PARSE, REASON, SPEAKER, START, TEST, TRAIN, VAL, YTID, X, Y
 from speech2face.download import MISSING, DownloadError
@@ -63,6 +65,12 @@ def pattern_fields(pattern: str) -> set[str]:
 def cuts_segment(pattern: str) -> bool:
     """A pattern without {start}, {end} or {clip_id} names a whole video: the segment is cut out of it."""
     return not pattern_fields(pattern) & {START, END, CLIP_ID}
+
+
+def require_folder(flag: str, root: str) -> None:
+    """InputError unless ``root`` is a folder (an S3 prefix with objects below it)."""
+    if not storage.exists(root):
+        raise InputError(f"{flag} {root}: nothing there (no such folder, or no such S3 bucket or prefix)")
 
 
 def with_media(segments: list[Segment], media_root: str, pattern: str) -> list[Segment]:
@@ -181,20 +189,34 @@ def speaker_split(speaker: str, val_fraction: float, test_fraction: float) -> st
 
 def fetch_media(uri: str, start: float, end: float, cut: bool, out_dir: str | Path) -> Path:
     """The clip's media as a local file in ``out_dir``: the file itself, or [start, end] cut out of it with
-    ffmpeg's stream copy, the command yt-dlp runs for a segment (so both paths decode the same samples)."""
+    ffmpeg's stream copy, the command yt-dlp runs for a segment (so both paths decode the same samples).
+    A cut out of an s3:// video reads only the bytes ffmpeg asks for (ranged reads, ``speech2face.ranges``)."""
     out_dir = Path(out_dir)
     try:
-        with storage.local_copy(uri) as path:
-            if not cut:
-                target = out_dir / f"clip{Path(path).suffix}"
-                target.write_bytes(Path(path).read_bytes())
-                return target
+        if not cut:
+            target = out_dir / f"clip{Path(uri).suffix}"
+            target.write_bytes(storage.read_bytes(uri))
+            return target
+        with _readable(uri) as source:
             target = out_dir / "segment.mp4"  # mp4 for any input: its edit list keeps a copied cut exact
             command = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-ss", str(start), "-t", str(end - start),
-                       "-i", path, "-c", "copy", str(target)]  # fmt: skip
+                       "-i", source, "-c", "copy", str(target)]  # fmt: skip
             result = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError:
         raise DownloadError(f"{uri}: no such file", MISSING) from None
     if result.returncode != 0 or not target.is_file():
         raise RuntimeError(f"ffmpeg could not cut {uri} [{start}-{end}s]: {result.stderr.strip()[-500:]}")
     return target
+
+
+@contextlib.contextmanager
+def _readable(uri: str) -> Iterator[str]:
+    """What ffmpeg opens: a local file's path, or a loopback URL that reads an s3:// object by ranges."""
+    if storage.is_remote(uri):
+        with ranges.serve(uri) as served:
+            yield served.url
+        return
+    path = storage.resolve(uri)[1]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(uri)
+    yield path

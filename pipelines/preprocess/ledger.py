@@ -96,6 +96,7 @@ def parse_input(config: PreprocessConfig, uri: str, split_name: str | None) -> t
         else:
             segments, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
             if config.media_root:
+                sources.require_folder("--media-root", config.media_root)
                 segments = sources.with_media(segments, config.media_root, config.media_pattern)
         del text
     if split_name:
