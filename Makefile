@@ -14,7 +14,7 @@ SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox \
                chromium:chromium chromedriver:chromium-driver \
                /usr/share/pocketsphinx/test/data/librivox:pocketsphinx-testdata
 
-.PHONY: setup system-deps lint format test test-fast demo clean
+.PHONY: setup system-deps lint format test test-fast demo demo-sources clean
 
 setup: system-deps $(STAMP)
 
@@ -59,5 +59,12 @@ DEMO_ARGS ?=
 demo: setup
 	$(PY) -m demo.run --out $(DEMO_OUT) $(DEMO_ARGS)
 
+# The second demo: the demo corpus as media you already hold (a VoxCeleb2 tree, pre-downloaded AVSpeech clips),
+# no HTTP server. make demo-sources SOURCES_ARGS="--store s3://bucket/demo": the same, held on S3.
+SOURCES_OUT  ?= demo_sources
+SOURCES_ARGS ?=
+demo-sources: setup
+	$(PY) -m demo.sources --out $(SOURCES_OUT) $(SOURCES_ARGS)
+
 clean:
-	rm -rf $(VENV) demo_output .pytest_cache
+	rm -rf $(VENV) demo_output demo_sources .pytest_cache
