@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from demo.report import write_report
+from demo.steps import LOG_DIR, Steps, cli_args, run_cli, start_demo_ray
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from demo_corpus.server import serve_directory, url_template
 from pipelines.preprocess.config import PreprocessConfig
@@ -84,72 +82,6 @@ class DemoConfig(CorpusConfig):
         return CorpusConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CorpusConfig)})
 
 
-class Steps:
-    """Runs the steps in order, prints progress and keeps each step's wall time for the report."""
-
-    def __init__(self, total: int):
-        self.total, self.timings = total, []
-
-    def run(self, title: str, action) -> None:
-        print(f"\n[demo] step {len(self.timings) + 1}/{self.total}: {title}", flush=True)
-        started = time.monotonic()
-        action()
-        seconds = time.monotonic() - started
-        self.timings.append({"step": title, "seconds": round(seconds, 1)})
-        print(f"[demo] {title}: {seconds:.1f} s", flush=True)
-
-
-# Lines of Ray's own logging and progress a person does not read on the console; they stay in the step's log.
-RAY_NOISE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO |Running Dataset|execution finished in|row/s\]|- split\(|"
-    r"Checkpoint successfully created|Reporting training result|progress UI is available|Starting execution of Dataset|"
-    r"Execution plan of Dataset|Requesting resources:|Attempting to start training worker group|"
-    r"RayDeprecationWarning|self\.exclude_resources|Progress will be logged|has constructor arguments in the object|"
-    r"^\(\w+ pid=\d+\)\s*$"
-)
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Ray Data's periodic progress report (stdout is not a terminal): one "-- MapBatches(Stage): done/total" per stage.
-STAGE_PROGRESS = re.compile(r"logging_progress\.py:\d+ -- MapBatches\((\w+?)(?:Stage)?\): (\d+/\d+)")
-REPORT_END = re.compile(r"logging_progress\.py:\d+ -- =+$")
-LOG_DIR = "logs"
-
-
-def run_cli(module: str, *args: str, log: Path) -> None:
-    """One step's CLI in a subprocess that joins our Ray through RAY_ADDRESS.
-
-    Its whole output goes to ``log``; the console gets the lines a person reads (steps, progress, summaries).
-    """
-    command = [sys.executable, "-m", module, *args]
-    print("[demo] $ python " + " ".join(command[1:]), flush=True)
-    print(f"[demo]   (full log: {log})", flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they happen, not at exit
-    with (
-        open(log, "w") as file,
-        subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
-        ) as process,
-    ):
-        progress: dict[str, str] = {}
-        for line in process.stdout:
-            file.write(line)
-            plain = ANSI.sub("", line).rstrip()
-            if found := STAGE_PROGRESS.search(plain):
-                progress[found[1]] = found[2]
-            elif REPORT_END.search(plain) and progress:
-                print("[demo]   progress (blocks done/seen): " + ", ".join(f"{k} {v}" for k, v in progress.items()))
-                progress.clear()
-            elif plain.strip() and not RAY_NOISE.search(plain):
-                print(plain, flush=True)
-    if process.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-40:]
-        print("\n".join(ANSI.sub("", line) for line in tail), file=sys.stderr)
-        raise SystemExit(
-            f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
-            "and rerun: finished steps are reused"
-        )
-
-
 def sweep_complete(sweep_dir: Path, trials: int) -> bool:
     """Every trial has a row in trials.csv and none was interrupted (a Ctrl-C'd sweep writes one too)."""
     if not (sweep_dir / "best_config.json").is_file():
@@ -161,21 +93,6 @@ def sweep_complete(sweep_dir: Path, trials: int) -> bool:
 def epochs_done(run_dir: Path) -> int:
     metrics = run_dir / "metrics.csv"
     return max(len(metrics.read_text().splitlines()) - 1, 0) if metrics.is_file() else 0
-
-
-def start_demo_ray(num_cpus: int) -> str:
-    """A local Ray with its dashboard on 127.0.0.1; returns the address the steps join."""
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; the cluster docs keep token auth on
-    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
-    print(f"[demo] Ray dashboard: http://{context.dashboard_url}", flush=True)
-    return ray.get_runtime_context().gcs_address
-
-
-def cli_args(text: str, **values) -> list[str]:
-    """A step's flags, written as on a command line: ``cli_args("--data {data}", data=path)``."""
-    return shlex.split(text.format(**{name: shlex.quote(str(value)) for name, value in values.items()}))
 
 
 def up_to_date(output: Path, *inputs: Path) -> bool:

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.run import cli_args, run_cli, start_demo_ray
+from demo.steps import cli_args, run_cli, start_demo_ray
 from demo_corpus import layouts
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from pipelines.preprocess.config import PreprocessConfig
