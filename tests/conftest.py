@@ -3,6 +3,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test clusters: no token auth
@@ -30,18 +31,30 @@ s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for every test that needs Ray (starting one costs ~10 s)."""
+def ray_session(request):
+    """One local Ray instance for every test that needs Ray (starting one costs ~10 s).
+
+    Its workers get the test S3 server's settings (where one runs here), so a job that reads or writes
+    s3:// joins it too, instead of starting a Ray of its own. The test process's own environment is
+    left as it was: a test gets the settings from the ``s3_bucket`` fixture.
+    """
     import ray
 
     from tests.support.local_cluster import free_port
 
+    try:
+        s3_settings = request.getfixturevalue("s3_server").env()
+    except pytest.skip.Exception:
+        s3_settings = {}
     # address="local": never attach to another Ray that happens to run on the machine.
     # A dashboard of its own, on a free port: without one, Ray Train's PlacementGroupCleaner asks
     # 127.0.0.1:8265 whether the run's controller lives; once the background demo's Ray serves that
     # port, the answer is "no such actor" and the cleaner removes a live run's placement group.
-    ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=free_port(), log_to_driver=False)  # fmt: skip
+    with mock.patch.dict(os.environ, s3_settings):
+        for name in rgw.OVERRIDING_AWS_SETTINGS if s3_settings else ():
+            os.environ.pop(name, None)  # a developer's own AWS setup must not redirect the workers
+        ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=free_port(), log_to_driver=False)  # fmt: skip
     yield ray
     ray.shutdown()
 

@@ -46,13 +46,14 @@ def pool_sizes(config: PreprocessConfig, resources: dict, nodes: int = 1, rows: 
 
     Downloads: ``--download-concurrency`` per node, as threads of a pool of ``DOWNLOAD_ACTORS_PER_NODE``
     actors per node at the start (yt-dlp's parsing holds the GIL: one process would cap a node at one
-    core for it; Ray places the actors where their 0.25 CPU fits).
+    core for it; Ray places the actors where their 0.25 CPU fits); one actor per node for files you hold.
     An explicit ``--gpu-actors`` always asks for GPUs, so an autoscaling cluster that starts with no
     GPU node gets one; without it, a cluster with no GPUs runs the feature stage on CPU.
     """
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     per_node = config.download_concurrency or DEFAULT_DOWNLOADS_PER_NODE
-    actors_per_node = min(DOWNLOAD_ACTORS_PER_NODE, per_node)
+    # Files you hold need no yt-dlp: their fetches are reads and ffmpeg subprocesses, which threads overlap
+    actors_per_node = min(DOWNLOAD_ACTORS_PER_NODE if config.source == "youtube" else 1, per_node)
     use_gpus = bool(config.gpu_actors) or gpus > 0
     face_by_cpus = int(cpus / config.cpus_per_actor)
     face_by_rows = math.ceil(rows / ROWS_PER_DECODE_ACTOR) if rows else face_by_cpus

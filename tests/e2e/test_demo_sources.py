@@ -15,11 +15,11 @@ from tests.support.outputs import read_clips
 SMALL_CORPUS = ("--speakers", "6", "--clips-per-speaker", "2", "--test-speakers", "2")  # conftest's small_corpus
 
 
-def test_the_sources_demo_on_s3(s3_bucket, small_corpus, small_dataset, tmp_path, monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a Ray of its own: its workers need the S3 settings
+def test_the_sources_demo_on_s3(s3_bucket, small_corpus, small_dataset, ray_address, tmp_path):
     out = tmp_path / "demo_sources"
     shutil.copytree(small_corpus.directory, out / "corpus")  # the same corpus, reused rather than generated
-    result = check(run("demo.sources", "--out", str(out), "--store", s3_bucket.uri, *SMALL_CORPUS, timeout=900))
+    result = check(run("demo.sources", "--out", str(out), "--store", s3_bucket.uri, *SMALL_CORPUS, timeout=900,
+                       ray_address=ray_address))  # fmt: skip
     assert "not regenerating" in result.stdout
     held = storage.list_files(s3_bucket.uri)
     assert sum(f"/{VOXCELEB2}/id" in uri for uri in held) == sum(f"/{CLIPS}/" in uri for uri in held) - 2  # CSVs

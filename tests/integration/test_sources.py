@@ -16,11 +16,9 @@ import pytest
 from PIL import Image
 
 from demo_corpus import layouts
-from demo_corpus.layouts import CLIP_PATTERN
 from pipelines import preprocess
 from speech2face import audio, dataset, ranges, storage
 from speech2face.avspeech import parse_csv
-from speech2face.dataset import Manifest
 from speech2face.download import DownloadError
 from speech2face.sources import fetch_media
 from tests.support.outputs import read_all, read_clips
@@ -45,61 +43,51 @@ def _faces_match(ours: dict, reference: dict) -> None:
     assert a.shape == b.shape and np.abs(a - b).mean() < 2.0  # the same crop, within JPEG noise
 
 
-def test_whole_videos_you_hold_give_the_clips_yt_dlp_fetches(small_corpus, small_dataset, ray_session, tmp_path):
-    corpus = small_corpus.directory
-    config = preprocess.PreprocessConfig(
-        csv=str(corpus / "avspeech_train.csv"), test_csv=str(corpus / "avspeech_test.csv"), media_root=str(corpus),
-        out=str(tmp_path / "out"), val_fraction=0.4, **COMMON,
-    )  # fmt: skip
-    manifest = preprocess.run(config)
-    reference, clips = read_clips(str(small_dataset)), read_clips(config.out)
-    assert (
-        set(clips) == set(reference) and manifest.counts.per_split == Manifest.read(str(small_dataset)).counts.per_split
-    )
-    for clip_id, clip in clips.items():
-        assert np.array_equal(clip[dataset.WAVEFORM], reference[clip_id][dataset.WAVEFORM]), clip_id
-        _faces_match(clip, reference[clip_id])
-        assert clip[dataset.MEDIA] == str(corpus / f"{clip[dataset.YTID]}.mp4") and clip[dataset.SPEAKER] is None
-    assert reference[clip_id].get(dataset.MEDIA) is None  # downloaded: no file of yours
-
-    again = preprocess.run(config)  # a resume finds nothing to do
-    assert again.processed_this_run == 0 and again.counts.clips == len(clips)
-    plan = preprocess.run(dataclasses.replace(config, dry_run=True))
-    assert plan["to_process"] == 0 and plan["valid_rows"] == len(clips)
-
-
-def test_segment_clips_you_hold_are_used_as_they_are_and_bad_files_become_failures(
-    small_corpus, small_dataset, segment_clips, corpus_segments, ray_session, tmp_path
+def test_whole_videos_you_hold_give_the_clips_yt_dlp_fetches_and_bad_files_become_failures(
+    small_corpus, small_dataset, corpus_segments, ray_session, tmp_path
 ):
-    held = Path(shutil.copytree(segment_clips, tmp_path / "clips"))
-    missing, unreadable = corpus_segments[0], corpus_segments[1]
-    (held / CLIP_PATTERN.format(ytid=missing.ytid, start=missing.start, end=missing.end)).unlink()
-    (held / CLIP_PATTERN.format(ytid=unreadable.ytid, start=unreadable.start, end=unreadable.end)).write_bytes(
-        b"not a video at all" * 100
-    )
+    """The corpus's videos at --media-root, but one is absent and one is not a video. (Each segment's own
+    clip, the other pattern, is checked on the RGW server by tests/e2e/test_demo_sources.py.)"""
+    held = tmp_path / "videos"
+    held.mkdir()
+    videos = sorted({segment.ytid for segment in corpus_segments})
+    missing, unreadable = videos[0], videos[1]
+    for ytid in videos[2:]:
+        shutil.copy(small_corpus.directory / f"{ytid}.mp4", held)
+    (held / f"{unreadable}.mp4").write_bytes(b"not a video at all" * 100)
     corpus = small_corpus.directory
     config = preprocess.PreprocessConfig(
         csv=str(corpus / "avspeech_train.csv"), test_csv=str(corpus / "avspeech_test.csv"), media_root=str(held),
-        media_pattern=CLIP_PATTERN, out=str(tmp_path / "out"), val_fraction=0.4, **COMMON,
+        out=str(tmp_path / "out"), val_fraction=0.4, **COMMON,
     )  # fmt: skip
     plan = preprocess.run(dataclasses.replace(config, dry_run=True))
     assert plan["to_process"] == len(corpus_segments)
     manifest = preprocess.run(config)
 
     reference, clips = read_clips(str(small_dataset)), read_clips(config.out)
-    assert set(clips) == set(reference) - {missing.clip_id, unreadable.clip_id}
+    assert set(clips) == {s.clip_id for s in corpus_segments if s.ytid not in (missing, unreadable)}
     for clip_id, clip in clips.items():
         assert np.array_equal(clip[dataset.WAVEFORM], reference[clip_id][dataset.WAVEFORM]), clip_id
         _faces_match(clip, reference[clip_id])
-    failures = {row[dataset.CLIP_ID]: row for row in read_all(dataset.failures_uri(config.out))}
-    assert failures[missing.clip_id][dataset.STAGE] == dataset.DOWNLOAD
-    assert (
-        failures[missing.clip_id][dataset.REASON] == "missing"
-        and "no such file" in failures[missing.clip_id][dataset.ERROR]
+        assert clip[dataset.MEDIA] == str(held / f"{clip[dataset.YTID]}.mp4") and clip[dataset.SPEAKER] is None
+        assert clip[dataset.SPLIT] == reference[clip_id][dataset.SPLIT]
+    assert reference[clip_id].get(dataset.MEDIA) is None  # downloaded: no file of yours
+    failures = read_all(dataset.failures_uri(config.out))
+    by_video = {ytid: [f for f in failures if f[dataset.YTID] == ytid] for ytid in (missing, unreadable)}
+    assert by_video[missing] and all(
+        f[dataset.STAGE] == dataset.DOWNLOAD and f[dataset.REASON] == "missing" and "no such file" in f[dataset.ERROR]
+        for f in by_video[missing]
     )
-    assert failures[unreadable.clip_id][dataset.STAGE] == dataset.DECODE
-    assert manifest.counts.failures_per_reason == {"missing": 1}
-    assert preprocess.run(config).processed_this_run == 0  # resumed: the failures are not retried
+    assert by_video[unreadable] and all(
+        f[dataset.STAGE] == dataset.DOWNLOAD and "ffmpeg could not cut" in f[dataset.ERROR]
+        for f in by_video[unreadable]
+    )
+    assert manifest.counts.failures_per_reason == {"missing": len(by_video[missing])}
+
+    again = preprocess.run(config)  # a resume finds nothing to do: the failures are not retried
+    assert again.processed_this_run == 0 and again.counts.clips == len(clips)
+    plan = preprocess.run(dataclasses.replace(config, dry_run=True))
+    assert plan["to_process"] == 0 and plan["valid_rows"] == len(corpus_segments)
 
 
 def test_a_voxceleb2_tree_splits_by_speaker(small_corpus, segment_clips, ray_session, tmp_path):
@@ -170,6 +158,8 @@ def test_a_media_csv_of_mixed_containers(small_corpus, small_dataset, corpus_seg
     manifest = preprocess.run(config)
     clips = read_clips(config.out)
     assert manifest.counts.failures == 0 and len(clips) == len(rows)
+    assert preprocess.run(dataclasses.replace(config, dry_run=True))["to_process"] == 0
+    assert preprocess.run(config).processed_this_run == 0  # resumed: nothing left to do
     reference = {(c[dataset.YTID], c[dataset.START]): c for c in read_clips(str(small_dataset)).values()}
     for clip in clips.values():
         original = reference[(Path(clip[dataset.MEDIA]).stem, clip[dataset.START])]

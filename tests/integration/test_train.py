@@ -79,12 +79,12 @@ print(json.dumps({"ray_loaded": "ray" in sys.modules, "shape": list(out.shape), 
 """
 
 
-def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
+def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket, ray_address):
     """2-worker gloo DDP, storage on a real S3 server: outputs appear, a rerun continues after epoch 2."""
     storage_uri = f"s3://{s3_bucket.name}/runs"
     run_uri = storage.join(storage_uri, "ddp")
     args = ["--data", str(dlib_data), "--storage", storage_uri, "--name", "ddp", "--num-workers", "2", *TINY_RUN]
-    first = check(run("trainer.train", *args, "--epochs", "2", "--loss-distill", "1"))
+    first = check(run("trainer.train", *args, "--epochs", "2", "--loss-distill", "1", ray_address=ray_address))
     # dlib has no fc8, so distillation is switched off with a message, not an error
     assert "distillation disabled" in first.stderr and "has no identity classifier" in first.stderr
     rows = read_metrics(run_uri)
@@ -106,7 +106,7 @@ def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket):
     assert 1 <= len(checkpoint_dirs(run_uri)) <= 2  # the best by val R@10 and the last
 
     resumed_after = time.time()  # compiled this time (CUDA's default): the checkpoint's weights load either way
-    second = check(run("trainer.train", *args, "--epochs", "3", "--compile", "on"))
+    second = check(run("trainer.train", *args, "--epochs", "3", "--compile", "on", ray_address=ray_address))
     assert "resuming" in second.stdout + second.stderr and "after epoch 2" in second.stdout + second.stderr
     resumed = read_metrics(run_uri)
     assert [r["epoch"] for r in resumed] == [1, 2, 3]

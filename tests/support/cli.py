@@ -29,8 +29,8 @@ def run(module: str, *args: str, timeout: float = 600, ray_address: str | None =
     """``python -m module args`` in the project root; it inherits os.environ (S3 settings included).
 
     ``ray_address``: join that Ray instance (as ``ray job submit`` makes a job join its cluster) instead of
-    starting one. Ray workers get the environment of the process that started Ray, so runs that need
-    settings made later (the S3 server's) start their own.
+    starting one. Ray workers get the environment of the process that started Ray: the session's Ray
+    has the test S3 server's settings (conftest.py), a Ray started before any other settings does not.
     """
     env = {**os.environ, "RAY_ADDRESS": ray_address} if ray_address else None
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,

@@ -20,3 +20,12 @@ def test_small_runs_start_one_decode_actor_per_ten_rows_and_large_ones_fill_the_
         assert pool_sizes(config, {"CPU": 4.0}, rows=rows).face == actors, rows
     explicit = dataclasses.replace(config, cpu_actors=3)
     assert pool_sizes(explicit, {"CPU": 4.0}, rows=1).face == 3  # the flag wins
+
+
+def test_files_you_hold_are_fetched_by_one_actor_a_node_and_downloads_by_two():
+    youtube = PreprocessConfig(csv="x.csv", out="o", face_embedder="dlib")
+    held = [dataclasses.replace(youtube, media_root="videos"), PreprocessConfig(voxceleb2="vox2", out="o")]
+    assert pool_sizes(youtube, {"CPU": 4.0}, nodes=3).download_actors == 6
+    for config in held:
+        sizes = pool_sizes(config, {"CPU": 4.0}, nodes=3)
+        assert sizes.download_actors == 3 and sizes.download == pool_sizes(youtube, {"CPU": 4.0}, nodes=3).download
