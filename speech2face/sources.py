@@ -125,6 +125,8 @@ def media_csv_segments(
     unknown = [name for name in header if name not in MEDIA_CSV_COLUMNS + MEDIA_CSV_OPTIONAL]
     if missing or unknown or len(set(header)) != len(header):
         problem = f"unknown column(s) {', '.join(unknown)}" if unknown else f"no {', '.join(missing)} column"
+        if len(missing) == len(MEDIA_CSV_COLUMNS):
+            problem = "it has no header row"
         raise InputError(
             f"--media-csv {source}: the first row must be the header {','.join(MEDIA_CSV_COLUMNS)}"
             f"[,speaker] ({problem if missing or unknown else 'a repeated column'}; got {','.join(header)[:200]!r})"

@@ -100,7 +100,7 @@ def test_a_media_csv_resolves_paths_splits_by_speaker_and_refuses_audio_only_row
 
 
 def test_a_media_csv_without_its_header_or_with_an_unknown_column_is_refused():
-    with pytest.raises(InputError, match="first row must be the header path,start,end,x,y"):
+    with pytest.raises(InputError, match="header path,start,end,x,y.*it has no header row"):
         sources.media_csv_segments("a.mp4,0,6,0.5,0.5\n", "list.csv", 0.1, 0.0)
     with pytest.raises(InputError, match="unknown column.*gender"):
         sources.media_csv_segments("path,start,end,x,y,gender\na.mp4,0,6,0.5,0.5,f\n", "list.csv", 0.1, 0.0)
