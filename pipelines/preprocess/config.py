@@ -14,9 +14,10 @@ from speech2face.sources import cuts_segment
 
 PROG = "python -m pipelines.preprocess"
 DEFAULT_DOWNLOADS_PER_NODE = 16  # I/O-bound: many more than a node's cores
-# Starting a decode+face actor costs ~3.5 CPU s (a Ray worker, torch, dlib's models), a clip ~0.35 CPU s:
-# a small run gets one actor per this many rows, so it does not spend more on actors than on its clips.
-ROWS_PER_DECODE_ACTOR = 10
+# Starting a decode+face actor costs ~4.4 CPU s (a Ray worker, torch, dlib's models), a clip ~0.34 CPU s
+# (a 12-row run, 2026-12-06: 39.2 busy CPU s with two actors, 34.6 with one): a small run gets one actor
+# per this many rows, so it does not spend more on actors than on its clips.
+ROWS_PER_DECODE_ACTOR = 13
 TARGET_FILE_MB = 256  # training reads whole files: a few hundred MB each keeps AVSpeech at thousands of files
 SPLIT_KEYS = (YTID, "clip")  # what the train/val hash is taken of
 # DownloadConfig's field -> the flag that sets it

@@ -107,13 +107,14 @@ def test_an_unwritable_out_is_one_error_before_any_download(s3_bucket, small_cor
         assert sum(site.hits.values()) == 0  # not one download
 
 
-def test_an_s3_outage_mid_run_then_a_rerun_loses_and_duplicates_nothing(s3_bucket, small_corpus):
+def test_an_s3_outage_mid_run_then_a_rerun_loses_and_duplicates_nothing(s3_bucket, small_corpus, ray_address):
     csv = small_corpus.directory / "avspeech_train.csv"
     rows = len(csv.read_text().splitlines())
     out = storage.join(s3_bucket.uri, "out")
     with loopback.serve_site(small_corpus.directory) as site:
-        command = preprocess_command(csv, out, site.url)  # its own local Ray, with the S3 settings
-        job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = preprocess_command(csv, out, site.url)
+        env = os.environ | {"RAY_ADDRESS": ray_address}  # the session's Ray: its workers have the S3 settings
+        job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
         while not readable_clip_ids(out):
             assert job.poll() is None and time.monotonic() < deadline, "the job ended before writing any clip"
@@ -122,7 +123,7 @@ def test_an_s3_outage_mid_run_then_a_rerun_loses_and_duplicates_nothing(s3_bucke
         time.sleep(3)
         s3_bucket.server.start_gateway()
         job.wait(timeout=600)  # it may finish (writes are retried) or fail; the rerun must repair either
-        rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     clips = read_clips(out)  # raises on a duplicate clip_id
     assert len(clips) == rows and not read_all(storage.join(out, "failures")), f"job exit {job.returncode}"

@@ -14,9 +14,9 @@ def test_blocks_hold_tens_of_rows_and_small_runs_still_fill_the_cpus():
         assert -(-rows // streaming.rows_per_block(rows, 2)) >= streaming.BLOCKS_PER_CPU * 2
 
 
-def test_small_runs_start_one_decode_actor_per_ten_rows_and_large_ones_fill_the_cpus():
+def test_small_runs_start_one_decode_actor_per_thirteen_rows_and_large_ones_fill_the_cpus():
     config = PreprocessConfig(csv="x.csv", out="o", face_embedder="dlib", cpus_per_actor=0.5)
-    for rows, actors in ((1, 1), (8, 1), (11, 2), (40, 4), (270, 8), (2_600_000, 8), (None, 8)):
+    for rows, actors in ((1, 1), (13, 1), (14, 2), (40, 4), (270, 8), (2_600_000, 8), (None, 8)):
         assert pool_sizes(config, {"CPU": 4.0}, rows=rows).face == actors, rows
     explicit = dataclasses.replace(config, cpu_actors=3)
     assert pool_sizes(explicit, {"CPU": 4.0}, rows=1).face == 3  # the flag wins
