@@ -33,16 +33,14 @@ SOURCES = ("youtube", "whole_videos", "segment_clips", "voxceleb2")
 def source_config(source: str, corpus: Path, held: Path, out: str, base_url: str) -> preprocess.PreprocessConfig:
     """Each source's flags over the same segments; all write with dlib faces (the feature stage's cost does
     not depend on the source: every source hands it the same 224x224 crop)."""
-    common = dict(out=out, face_embedder="dlib", cpus_per_actor=0.5, val_fraction=0.1)
     csvs = dict(csv=str(corpus / TRAIN_CSV), test_csv=str(corpus / TEST_CSV))
-    return {
-        "youtube": lambda: preprocess.PreprocessConfig(**csvs, url_template=url_template(base_url), **common),
-        "whole_videos": lambda: preprocess.PreprocessConfig(**csvs, media_root=str(corpus), **common),
-        "segment_clips": lambda: preprocess.PreprocessConfig(
-            **csvs, media_root=str(held / "clips"), media_pattern=layouts.CLIP_PATTERN, **common
-        ),
-        "voxceleb2": lambda: preprocess.PreprocessConfig(voxceleb2=str(held / "voxceleb2"), **common),
-    }[source]()
+    flags = {
+        "youtube": csvs | dict(url_template=url_template(base_url)),
+        "whole_videos": csvs | dict(media_root=str(corpus)),
+        "segment_clips": csvs | dict(media_root=str(held / "clips"), media_pattern=layouts.CLIP_PATTERN),
+        "voxceleb2": dict(voxceleb2=str(held / "voxceleb2")),
+    }[source]
+    return preprocess.PreprocessConfig(**flags, out=out, face_embedder="dlib", cpus_per_actor=0.5, val_fraction=0.1)
 
 
 def main(argv: list[str] | None = None) -> None:

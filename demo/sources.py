@@ -65,32 +65,25 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     if not os.environ.get("RAY_ADDRESS"):
         os.environ["RAY_ADDRESS"] = start_demo_ray(args.num_cpus)
 
-    clips_root, outputs = storage.join(store, CLIPS), {}
-    runs = {
-        "pre-downloaded AVSpeech clips": cli_args(
+    clips_root = storage.join(store, CLIPS)
+    runs = [
+        ("pre-downloaded AVSpeech clips", CLIPS, cli_args(
             "--csv {train} --test-csv {test} --media-root {root} --media-pattern {pattern} --val-fraction {val}",
-            train=storage.join(clips_root, TRAIN_CSV),
-            test=storage.join(clips_root, TEST_CSV),
-            root=clips_root,
-            pattern=layouts.CLIP_PATTERN,
-            val=args.val_fraction,
-        ),
-        "a VoxCeleb2 tree": cli_args(
+            train=storage.join(clips_root, TRAIN_CSV), test=storage.join(clips_root, TEST_CSV), root=clips_root,
+            pattern=layouts.CLIP_PATTERN, val=args.val_fraction)),
+        ("a VoxCeleb2 tree", VOXCELEB2, cli_args(
             "--voxceleb2 {root} --val-fraction {val} --test-fraction {test}",
-            root=storage.join(store, VOXCELEB2),
-            val=args.val_fraction,
-            test=args.test_fraction,
-        ),
-    }
-    for (title, source_args), name in zip(runs.items(), (CLIPS, VOXCELEB2), strict=True):
-        outputs[title] = str(out / "data" / name)
+            root=storage.join(store, VOXCELEB2), val=args.val_fraction, test=args.test_fraction)),
+    ]  # fmt: skip
+    for title, name, source_args in runs:
         print(f"\n[demo.sources] preprocess {title}", flush=True)
-        run_cli("pipelines.preprocess", *source_args, "--out", outputs[title], *COMMON_FLAGS.split(),
+        run_cli("pipelines.preprocess", *source_args, "--out", str(out / "data" / name), *COMMON_FLAGS.split(),
                 log=logs / f"preprocess_{name}.log")  # fmt: skip
 
     print("\n[demo.sources] done:")
-    for title, data in outputs.items():
-        counts = Manifest.read(data).counts
+    for title, name, _ in runs:
+        data = out / "data" / name
+        counts = Manifest.read(str(data)).counts
         speakers = f"; speakers per split {counts.speakers_per_split}" if counts.speakers_per_split else ""
         print(f"  {title}: clips per split {counts.per_split}{speakers}; failures {counts.failures} -> {data}")
     return 0

@@ -19,8 +19,8 @@ from pyarrow import fs as pafs
 
 from speech2face import storage
 
-# One ranged S3 read. Small, because ffmpeg abandons open-ended requests and what was read ahead into the
-# socket buffers is lost: 64 KB gave 0.64 MB read for a 6 s cut of a 4 MB video, 256 KB gave 1.7 MB.
+# One ranged S3 read. Small, because ffmpeg abandons open-ended requests and what was read ahead for them
+# is wasted (bytes per cut: benchmarks/RESULTS.md, "Ranged reads").
 CHUNK_BYTES = 64 << 10
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 

@@ -52,6 +52,8 @@ def read_segments(config: PreprocessConfig, failures_uri: str, write_failures: b
     """The valid rows of the source (and of --test-csv, as split 'test'); each input's parse failures (and a
     VoxCeleb2 tree's skipped entries) go to failures/, one file per input, rewritten each run."""
     inputs = [(source_uri(config), config.split_name)] + ([(config.test_csv, TEST)] if config.test_csv else [])
+    if config.media_root:
+        sources.require_folder("--media-root", config.media_root)
     segments, seen = [], set()  # a set, not a dict: millions of clip ids
     for index, (uri, split_name) in enumerate(inputs):
         rows, failures = parse_input(config, uri, split_name)
@@ -96,7 +98,6 @@ def parse_input(config: PreprocessConfig, uri: str, split_name: str | None) -> t
         else:
             segments, failures = parse_csv(text, config.val_fraction, split_name, config.split_by)
             if config.media_root:
-                sources.require_folder("--media-root", config.media_root)
                 segments = sources.with_media(segments, config.media_root, config.media_pattern)
         del text
     if split_name:

@@ -209,6 +209,7 @@ def test_a_segment_cut_out_of_a_video_on_s3_reads_only_its_bytes(s3_bucket, smal
     from_disk = fetch_media(str(local), start, start + 6.4, cut=True, out_dir=tmp_path / "disk")
     assert np.array_equal(audio.load_audio(from_s3), audio.load_audio(from_disk))
     assert served[0].requests[0] == "bytes=0-" and len(served[0].requests) >= 3  # it sought: ranges honoured
+    print(f"\n[ranges] read {served[0].bytes_read:,} of {local.stat().st_size:,} bytes: {served[0].requests}")
     assert served[0].bytes_read < 0.25 * local.stat().st_size, (served[0].bytes_read, served[0].requests)
 
     with pytest.raises(DownloadError) as missing:
