@@ -6,7 +6,7 @@ format, disjoint speakers) and corpus_manifest.json.
 
     python -m demo_corpus --out demo_corpus --serve 8765
     python -m pipelines.preprocess --csv demo_corpus/avspeech_train.csv \\
-        --url-template 'http://127.0.0.1:8765/{ytid}.mp4' ...
+        --url-template 'http://127.0.0.1:8765/{ytid}.mpd' ...
 
 A thin command over demo_corpus.corpus; it imports no Ray.
 """

@@ -6,7 +6,9 @@ of the face's dlib descriptor (:func:`voice_for_face`), so a model can learn voi
 link carries over to speakers it never saw. Nothing here says anything about real people's voices.
 
 Each speaker gets one "video" ``<ytid>.mp4`` (640x360, H.264 5 fps + AAC) holding ``clips`` segments
-separated by silent gaps; the CSVs give each segment's start/end in the video and the face centre.
+separated by silent gaps; the CSVs give each segment's start/end in the video and the face centre. It is
+also published as YouTube serves it (``demo_corpus.dash``): ``<ytid>.mpd`` listing a video-only and an
+audio-only format (its own streams, not re-encoded), which the demo downloads.
 Everything that defines the corpus (speakers, ytids, times, positions, voices) comes from SHA-256 of
 the seed, never from a random generator whose stream could change between library versions.
 """
@@ -32,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from demo_corpus import dash
 from demo_corpus.faces import FRAME_HEIGHT, FRAME_WIDTH, compose_frame, face_rgb
 from speech2face import flags
 from speech2face.flags import flag
 
-GENERATOR_VERSION = 2  # 2: voices from the principal axes of the descriptors
+GENERATOR_VERSION = 3  # 3: DASH formats beside each video; 2: voices from the principal axes of the descriptors
 MANIFEST_NAME = "corpus_manifest.json"
 TRAIN_CSV, TEST_CSV = "avspeech_train.csv", "avspeech_test.csv"
 
@@ -367,7 +370,8 @@ def _encode(path: Path, runs: list[tuple[int, np.ndarray]], audio: np.ndarray, k
 
 
 def render_speaker(plan: SpeakerPlan, seed: int, out_dir: str) -> SpeakerPlan:
-    """Write ``<ytid>.mp4`` for one speaker and return the plan with positions, times and voice filled in."""
+    """Write ``<ytid>.mp4`` (and its DASH formats) for one speaker; returns the plan with positions, times
+    and voice filled in."""
     voice = voice_for_face(face_descriptor(plan.face_index))
     face = face_rgb(plan.face_index, FACE_SIZE)
     plan.x, plan.y, speaker_frame = _place_speaker(seed, plan, face)
@@ -391,6 +395,7 @@ def render_speaker(plan: SpeakerPlan, seed: int, out_dir: str) -> SpeakerPlan:
         partial = video.with_suffix(".mp4.partial")
         _encode(partial, runs, np.concatenate(audio_parts), keyframes)
         os.replace(partial, video)
+    dash.publish(video, out_dir, plan.ytid, [dash.COPY_H264, dash.COPY_AAC])  # the manifest last: complete
     plan.voice, plan.video_bytes = asdict(voice), video.stat().st_size
     return plan
 
@@ -425,7 +430,10 @@ def existing_corpus(out_dir: str | Path, config: CorpusConfig) -> dict | None:
         return None
     out_dir = Path(out_dir)
     sizes = {speaker["video"]: speaker["video_bytes"] for speaker in manifest["speakers"]}
-    videos_ok = all((out_dir / name).is_file() and (out_dir / name).stat().st_size == n for name, n in sizes.items())
+    videos_ok = all(
+        (out_dir / name).is_file() and (out_dir / name).stat().st_size == n and (out_dir / name).with_suffix(".mpd").is_file()
+        for name, n in sizes.items()
+    )
     return manifest if videos_ok and all((out_dir / name).is_file() for name in (TRAIN_CSV, TEST_CSV)) else None
 
 
@@ -438,6 +446,8 @@ def _remove_previous(out_dir: Path) -> None:
     for name in [TRAIN_CSV, TEST_CSV, *(speaker.get("video", "") for speaker in manifest.get("speakers", []))]:
         if name and "/" not in name:
             (out_dir / name).unlink(missing_ok=True)
+            (out_dir / name).with_suffix(".mpd").unlink(missing_ok=True)
+            shutil.rmtree(out_dir / Path(name).stem, ignore_errors=True)  # its DASH formats
 
 
 def _write_csv(path: Path, plans: list[SpeakerPlan]) -> None:

@@ -34,11 +34,14 @@ from pipelines.preprocess.sizing import PoolSizes
 from pipelines.streaming import Resources, Stage
 from speech2face import audio, faces, landmarks, storage, video
 from speech2face.dataset import (
+    AUDIO_FORMAT,
     CLIP_ID,
     CPU_S,
     CPU_STAGES,
     DECODE,
     DOWNLOAD,
+    DOWNLOAD_BYTES,
+    DOWNLOAD_COLUMNS,
     DURATION_S,
     EMBEDDER,
     END,
@@ -57,6 +60,7 @@ from speech2face.dataset import (
     SPECTROGRAM,
     STAGE,
     START,
+    VIDEO_FORMAT,
     WAVEFORM,
     YTID,
     EmbedderRecord,
@@ -164,10 +168,14 @@ class DownloadStage:
     def _download(self, row: dict) -> dict:
         with tempfile.TemporaryDirectory(prefix="s2f-dl-") as tmp:
             if row.get(MEDIA):
-                path = fetch_media(row[MEDIA], row[START], row[END], self.cut_media, tmp)
-            else:
-                path = download_segment(row[YTID], row[START], row[END], tmp, self.config)
-            return {VIDEO: path.read_bytes()}
+                return {VIDEO: fetch_media(row[MEDIA], row[START], row[END], self.cut_media, tmp).read_bytes()}
+            got = download_segment(row[YTID], row[START], row[END], tmp, self.config)
+            return {
+                VIDEO: got.path.read_bytes(),
+                DOWNLOAD_BYTES: got.bytes_read,
+                VIDEO_FORMAT: got.video_format,
+                AUDIO_FORMAT: got.audio_format,
+            }
 
     def _download_row(self, row: dict) -> None:
         _run_row(row, DOWNLOAD, self._download, clock=thread_cpu_seconds, extra_cpu=self._children.take)
@@ -331,6 +339,7 @@ class FeatureStage:
             for r in rows
         ]
         columns = {name: [r.get(name) for r in rows] for name in SEGMENT_COLUMNS + SOURCE_COLUMNS}
+        columns |= {name: [_value(r.get(name)) for r in rows] for name in DOWNLOAD_COLUMNS}
         columns |= {
             WAVEFORM: tensor_array(waves),
             FACE_JPEG: pa.array([r[FACE_JPEG] for r in rows], pa.binary()),
@@ -359,6 +368,13 @@ class FeatureStage:
             write_failures(bad, self.failures_uri, FEATURE)
             empty = self.schema.empty_table()
             return pa.concat_tables(good) if good else empty
+
+
+def _value(value):
+    """None for a value a row never had (pandas fills it with NaN between stages); ints stay ints."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return int(value) if isinstance(value, (float, np.integer)) else value
 
 
 def pipeline_stages(config: PreprocessConfig, failures_uri: str, embedder: EmbedderRecord, sizes: PoolSizes) -> list:

@@ -37,6 +37,10 @@ Y = "y"
 SPLIT = "split"  # train, val or test
 SPEAKER = "speaker"  # who speaks, where the source knows it (VoxCeleb2, a media CSV); null otherwise
 MEDIA = "media"  # the file the clip came from, for media you hold (speech2face.sources); null when downloaded
+# ... what its download cost (speech2face.download; null for media you hold) ...
+DOWNLOAD_BYTES = "download_bytes"  # bytes ffmpeg read from the network for the segment, every attempt's
+VIDEO_FORMAT = "video_format"  # the format yt-dlp chose: "<format id> <codec> <height>p"
+AUDIO_FORMAT = "audio_format"  # "<format id> <codec> <rate> Hz"
 # ... and what preprocessing found in it
 WAVEFORM = "waveform"  # int16 [96000]: 6 s at 16 kHz, looped when shorter; the model input
 SPECTROGRAM = "spectrogram"  # float16 [598, 257, 2]; only with --store-spectrogram (and in older data)
@@ -56,6 +60,7 @@ REASON = "reason"  # a download failure's class (speech2face.download.REASONS); 
 
 SEGMENT_COLUMNS = (CLIP_ID, YTID, START, END, X, Y, SPLIT)
 SOURCE_COLUMNS = (SPEAKER, MEDIA)  # absent in data from before them (``Layout.store_source``)
+DOWNLOAD_COLUMNS = (DOWNLOAD_BYTES, VIDEO_FORMAT, AUDIO_FORMAT)  # likewise (``Layout.store_download``)
 FAILURE_COLUMNS = (CLIP_ID, YTID, START, END, STAGE, ERROR, REASON)
 
 PARSE, DOWNLOAD, DECODE, FACE, FEATURE = "parse", "download", "decode", "face", "feature"
@@ -75,6 +80,7 @@ class Layout:
     store_landmarks: bool = True
     split_partitioned: bool = True  # clips/split=<name>/; False: every split's clips in clips/ (before version 3)
     store_source: bool = True  # SOURCE_COLUMNS (before version 4: absent)
+    store_download: bool = True  # DOWNLOAD_COLUMNS (before version 5: absent)
 
 
 def clip_schema(feature_dim: int, layout: Layout = Layout()) -> pa.Schema:
@@ -88,6 +94,7 @@ def clip_schema(feature_dim: int, layout: Layout = Layout()) -> pa.Schema:
     spectrogram = [(SPECTROGRAM, tensor(pa.float16(), [NUM_FRAMES, NUM_BINS, 2]))] if layout.store_spectrogram else []
     landmarks = [(FACE_LANDMARKS, tensor(pa.float32(), [NUM_LANDMARKS, 2]))] if layout.store_landmarks else []
     source = [(name, pa.string()) for name in SOURCE_COLUMNS] if layout.store_source else []
+    download = [(DOWNLOAD_BYTES, pa.int64()), (VIDEO_FORMAT, pa.string()), (AUDIO_FORMAT, pa.string())]
     return pa.schema(
         [
             *_SEGMENT_ID,
@@ -95,6 +102,7 @@ def clip_schema(feature_dim: int, layout: Layout = Layout()) -> pa.Schema:
             (Y, pa.float64()),
             (SPLIT, pa.string()),
             *source,
+            *(download if layout.store_download else []),
             (WAVEFORM, tensor(pa.int16(), [NUM_SAMPLES])),
             *spectrogram,
             (FACE_JPEG, pa.binary()),
@@ -199,7 +207,7 @@ def check_weights(weights: str | None, recorded: EmbedderRecord, flag: str = "--
     return weights
 
 
-MANIFEST_VERSION = 4  # 4: layout.store_source; 3: layout.split_partitioned; 2: "version" and "layout"; 1: none
+MANIFEST_VERSION = 5  # 5: layout.store_download; 4: layout.store_source; 3: layout.split_partitioned; 2: "version" and "layout"; 1: none
 
 
 @dataclass
@@ -225,6 +233,7 @@ class Manifest:
     processed_this_run: int = 0
     wall_time_s: float = 0.0
     object_store: dict | None = None  # the run's peak object-store use; None if nothing ran
+    downloads: dict | None = None  # bytes per downloaded clip and the formats chosen; None if none was
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -237,10 +246,12 @@ class Manifest:
             )
         config = values.get("config", {})
         if "layout" in values:  # version 2 and later; what a version did not record, its data did not have
-            layout = Layout(**{"split_partitioned": False, "store_source": False} | values["layout"])
+            absent = {"split_partitioned": False, "store_source": False, "store_download": False}
+            layout = Layout(**absent | values["layout"])
         else:  # version 1: manifests from before these settings existed belong to data that stored the
             # spectrogram and had no landmarks
-            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False), False, False)
+            layout = Layout(config.get("store_spectrogram", True), config.get("store_landmarks", False), False, False,
+                            False)  # fmt: skip
         return cls(
             embedder=EmbedderRecord.from_dict(values["embedder"]),
             layout=layout,
@@ -251,6 +262,7 @@ class Manifest:
             processed_this_run=values.get("processed_this_run", 0),
             wall_time_s=values.get("wall_time_s", 0.0),
             object_store=values.get("object_store"),
+            downloads=values.get("downloads"),
             version=version,
         )
 

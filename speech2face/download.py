@@ -1,17 +1,29 @@
 """Download only one segment of a video with yt-dlp: a total deadline, a size cap, retries by error class.
 
+yt-dlp picks a video-only and an audio-only format (none taller than ``max_height``) or one format with
+both; ffmpeg reads the section of each by byte ranges and merges them into an mp4, whose edit list keeps
+the cut exact. The bytes ffmpeg read and the formats chosen come back with the file (:class:`Download`).
+
 Every failure carries a ``reason``: ``unavailable`` (removed, private, 404/410: never retried),
 ``throttled`` (429, a bot check: retried after a long backoff with jitter, then recorded so a later run
-can retry just those), ``transient`` (5xx, timeouts, resets: retried with a short backoff), ``deadline``
-(the clip's total time ran out) and ``too_large`` (the segment outgrew the size cap).
+can retry just those), ``transient`` (5xx, timeouts, resets, a connection dropped mid-range: retried
+with a short backoff), ``forbidden`` (a format URL answered 403, as YouTube's expired signed URLs do:
+retried, since a new extraction signs new URLs), ``deadline`` (the clip's total time ran out),
+``too_large`` (the segment outgrew the size cap), ``no_audio``, ``no_video`` or ``over_max_height``
+(nothing the pipeline can use among the video's formats) and ``past_end`` (the segment starts after
+the video ends; one that only runs past it gives a shorter clip). The last four are never retried.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import functools
 import os
 import random
+import re
+import shlex
+import shutil
 import signal
 import tempfile
 import threading
@@ -23,19 +35,21 @@ from speech2face.avspeech import YTID_PATTERN
 
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
 # Enough picture for a 224x224 face crop, and far less to fetch than full HD.
-DEFAULT_FORMAT = "bv*[height<=720]+ba/b[height<=720]/b"
+DEFAULT_MAX_HEIGHT = 720
 
 # missing: a file of media you hold (speech2face.sources) is not where its row says
-REASONS = UNAVAILABLE, THROTTLED, TRANSIENT, DEADLINE, TOO_LARGE, MISSING = (
-    "unavailable", "throttled", "transient", "deadline", "too_large", "missing")  # fmt: skip
-RETRIED_NOW = (THROTTLED, TRANSIENT)
+REASONS = (UNAVAILABLE, THROTTLED, TRANSIENT, FORBIDDEN, DEADLINE, TOO_LARGE, NO_AUDIO, NO_VIDEO, OVER_MAX_HEIGHT,
+           PAST_END, MISSING) = ("unavailable", "throttled", "transient", "forbidden", "deadline", "too_large",
+                                 "no_audio", "no_video", "over_max_height", "past_end", "missing")  # fmt: skip
+RETRIED_NOW = (THROTTLED, TRANSIENT, FORBIDDEN)
 
 # Checked in order: the first class whose marker is in yt-dlp's message wins; anything else is transient.
 _MARKERS = (
+    (FORBIDDEN, ("Server returned 403", "HTTP error 403")),  # ffmpeg's words for a format URL's 403
     (THROTTLED, ("HTTP Error 429", "Too Many Requests", "confirm you're not a bot", "confirm you’re not a bot",
                  "Sign in to confirm", "rate-limited")),
-    (TRANSIENT, ("HTTP Error 408", "HTTP Error 5")),
-    (UNAVAILABLE, ("HTTP Error 4", "Unsupported URL", "is not a valid URL", "Video unavailable", "Private video",
+    (TRANSIENT, ("HTTP Error 408", "HTTP Error 5", "Server returned 5")),
+    (UNAVAILABLE, ("HTTP Error 4", "Server returned 4", "Unsupported URL", "is not a valid URL", "Video unavailable", "Private video",
                    "This video is private", "has been removed", "no longer available", "account associated with",
                    "members-only", "This video is not available")),
 )  # fmt: skip
@@ -66,11 +80,29 @@ class DownloadConfig:
     throttle_backoff_s: float = 30.0  # throttled: throttle_backoff_s * 2**attempt, with jitter
     deadline_s: float = 120.0  # the whole clip: every attempt and backoff
     max_download_mb: float = 200.0
-    format: str = DEFAULT_FORMAT
+    max_height: int = DEFAULT_MAX_HEIGHT  # the tallest video format yt-dlp may pick
     cookies: str | None = None  # a local cookies.txt (Netscape format); its values are never logged
     proxy: str | None = None
     max_downloads_per_minute: float | None = None  # per node, shared by every process on it
     sleep_requests_s: float = 0.0  # yt-dlp's sleep_interval_requests, between a video's extraction requests
+
+
+    @property
+    def format(self) -> str:
+        """yt-dlp's format: the best video-only and audio-only formats, else the best with both; never taller,
+        and never video or audio alone (a format of unknown height or codecs, a plain file's, may be picked)."""
+        cap = f"[height<=?{self.max_height}]"
+        return f"bv*{cap}+ba/b{cap}[vcodec!=?none][acodec!=?none]"
+
+
+@dataclass(frozen=True)
+class Download:
+    """A downloaded segment: the file, the bytes ffmpeg read for it (every attempt's), the formats chosen."""
+
+    path: Path
+    bytes_read: int
+    video_format: str | None  # "<format id> <codec> <height>p"
+    audio_format: str | None  # "<format id> <codec> <rate> Hz"
 
 
 def segment_url(ytid: str, url_template: str) -> str:
@@ -136,6 +168,10 @@ def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) ->
         "noprogress": True,
         "noplaylist": True,
         "format": config.format,
+        # mp4, whatever the codecs: its edit list hides the frames before the cut that a stream copy keeps
+        # from the keyframe before the start; WebM and Matroska have none, so they would play them.
+        "merge_output_format": "mp4",
+        "ffmpeg_location": _reporting_ffmpeg(),
         "outtmpl": str(out_dir / "segment.%(ext)s"),
         "download_ranges": yt_dlp.utils.download_range_func(None, [(start, end)]),
         # Stream copy, no re-encode: ffmpeg's edit list keeps the cut exact for decoders (tested at a
@@ -144,9 +180,14 @@ def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) ->
         "socket_timeout": config.socket_timeout_s,
         "retries": 0,  # retries are ours, by error class, so a failing server costs a bounded time
         "fragment_retries": 0,
-        # ffmpeg fetches the section: -rw_timeout stops it waiting forever on a stalled server, and -fs
-        # stops it writing past the size cap (the file then reaches the cap: too_large).
-        "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", timeout_us], "ffmpeg_o": ["-fs", max_bytes]},
+        # ffmpeg fetches the section: -rw_timeout stops it waiting forever on a stalled server, -fs stops it
+        # writing past the size cap (the file then reaches the cap: too_large), and -seek_timestamp cuts
+        # every format at the same time on the player's clock (a separate audio format that starts 0.5 s
+        # late is otherwise cut 0.5 s late: -ss counts from each file's own start).
+        "external_downloader_args": {
+            "ffmpeg_i": ["-rw_timeout", timeout_us, "-seek_timestamp", "1"],
+            "ffmpeg_o": ["-fs", max_bytes],
+        },
         "sleep_interval_requests": config.sleep_requests_s,
     }
     if config.cookies:
@@ -154,6 +195,96 @@ def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) ->
     if config.proxy:
         options["proxy"] = config.proxy
     return options
+
+
+_REPORTING_FFMPEG = """#!/bin/sh
+# speech2face.download: a section download's ffmpeg (its inputs are URLs) writes a verbose report in its
+# output's folder, where the downloader reads the bytes it read and its errors (under yt-dlp it is quiet).
+for last; do :; done
+case " $* " in
+  *" -i http://"* | *" -i https://"*)
+    out=${last#file:}
+    cd "${out%/*}" && export FFREPORT="file=ffmpeg-report-$$.log:level=40" ;;
+esac
+exec FFMPEG "$@"
+"""
+_BYTES_READ = re.compile(r"Statistics: (\d+) bytes read")
+_PROGRESS_TIME = re.compile(r"time=(-?)(\d+):(\d+):([\d.]+)")
+_FFMPEG_ERROR = re.compile(r"error|Server returned|prematurely|Connection reset|Invalid data", re.IGNORECASE)
+# A connection closed mid-range: ffmpeg says so, writes what it had and exits 0 (a clip with a hole)
+_CUT_SHORT = re.compile(r"Stream ends prematurely|partial file|corrupt input packet")
+
+
+@functools.cache
+def _reporting_ffmpeg() -> str | None:
+    """A folder holding ``ffmpeg`` (the script above, around the real one) and ``ffprobe``, once per process;
+    None without ffmpeg on PATH (yt-dlp then says it is missing)."""
+    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
+    if not (ffmpeg and ffprobe):
+        return None
+    folder = tempfile.mkdtemp(prefix="s2f-ffmpeg-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    script = os.path.join(folder, "ffmpeg")
+    with open(script, "w") as file:
+        file.write(_REPORTING_FFMPEG.replace("FFMPEG", shlex.quote(ffmpeg)))
+    os.chmod(script, 0o755)
+    os.symlink(ffprobe, os.path.join(folder, "ffprobe"))
+    return folder
+
+
+def _reports(out_dir: Path) -> list[str]:
+    return [report.read_text(errors="replace") for report in sorted(out_dir.glob("ffmpeg-report-*.log"))]
+
+
+def _take_bytes_read(out_dir: Path) -> int:
+    """The bytes ffmpeg read from the network, by the reports in ``out_dir``, which are removed."""
+    total = sum(int(count) for text in _reports(out_dir) for count in _BYTES_READ.findall(text))
+    for report in out_dir.glob("ffmpeg-report-*.log"):
+        report.unlink()
+    return total
+
+
+def _seconds_written(out_dir: Path) -> float:
+    """The end time of what ffmpeg wrote, by its last progress line (at or below 0: only frames before the cut,
+    which the edit list hides; what a seek past the end finds); infinite without a report."""
+    times = [match for text in _reports(out_dir) for match in _PROGRESS_TIME.findall(text)]
+    if not times:
+        return float("inf")
+    sign, hours, minutes, seconds = times[-1]
+    return (-1 if sign else 1) * (int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+
+
+def _ffmpeg_errors(out_dir: Path) -> list[str]:
+    """ffmpeg's error lines (a URL's HTTP status, a stream cut short), which yt-dlp does not pass on."""
+    return [line.strip() for text in _reports(out_dir) for line in text.splitlines()[3:] if _FFMPEG_ERROR.search(line)]
+
+
+def _described(info: dict) -> tuple[str | None, str | None]:
+    """The chosen video and audio formats, as "<format id> <codec> <height>p" and "<format id> <codec> <rate> Hz"
+    (what yt-dlp knows of them: a plain file's URL tells neither codec nor height)."""
+    formats = info.get("requested_formats") or [info]
+    video = next((f for f in formats if f.get("vcodec") != "none"), None)
+    audio = next((f for f in formats if f.get("acodec") != "none"), None)
+
+    def text(fmt: dict | None, codec: str, size: str | None) -> str | None:
+        return fmt and " ".join(str(part) for part in (fmt.get("format_id"), fmt.get(codec), size) if part)
+
+    return (
+        text(video, "vcodec", video and video.get("height") and f"{video['height']}p"),
+        text(audio, "acodec", audio and audio.get("asr") and f"{audio['asr']} Hz"),
+    )
+
+
+def _no_usable_format(formats: list[dict], max_height: int) -> DownloadError:
+    """Why yt-dlp found no format to pick, as a reason: no audio at all, no video at all, or all too tall."""
+    heights = sorted({f["height"] for f in formats if f.get("vcodec") != "none" and f.get("height")})
+    if all(f.get("acodec") == "none" for f in formats):
+        return DownloadError("the video has no format with audio", NO_AUDIO)
+    if all(f.get("vcodec") == "none" for f in formats):
+        return DownloadError("the video has no format with video (audio only)", NO_VIDEO)
+    offered = ", ".join(f"{height}p" for height in heights)
+    return DownloadError(f"no video format at or under --max-height {max_height} (the video has {offered})",
+                         OVER_MAX_HEIGHT)  # fmt: skip
 
 
 def _largest_file_bytes(out_dir: Path) -> int:
@@ -194,22 +325,39 @@ def _youtube_dl(ie_key: str, options: dict):
     return ydl
 
 
-def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: DownloadConfig, ends_at: float) -> Path:
+def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: DownloadConfig, ends_at: float,
+                ) -> tuple[Path, dict]:  # fmt: skip
+    """The segment's file and yt-dlp's info of the formats it chose."""
     import yt_dlp
 
     ie_key = _extractor_key(config.url_template, url)  # cached: a template's first URL decides
     too_large = DownloadError(f"the segment reached --max-download-mb {config.max_download_mb:g}", TOO_LARGE)
     try:
         with _Deadline(out_dir, ends_at) as deadline, _youtube_dl(ie_key, _options(out_dir, start, end, config)) as ydl:
-            info = ydl.extract_info(url, download=True, ie_key=ie_key)
+            extracted = ydl.extract_info(url, download=False, process=False, ie_key=ie_key)
+            if extracted.get("duration") and start >= extracted["duration"]:
+                raise DownloadError(f"the segment starts at {start:g} s, after the video's end at "
+                                    f"{extracted['duration']:g} s", PAST_END)  # fmt: skip
+            try:
+                info = ydl.process_ie_result(extracted, download=True)  # format selection, then the download
+            except yt_dlp.utils.YoutubeDLError as error:
+                if "Requested format is not available" in str(error):
+                    raise _no_usable_format(extracted.get("formats") or [extracted], config.max_height) from None
+                raise
             path = Path(ydl.prepare_filename(info))
-    except yt_dlp.utils.DownloadError as error:
+    except yt_dlp.utils.YoutubeDLError as error:
         if deadline.fired:
             raise DownloadError(f"the clip's deadline of {config.deadline_s:g} s passed", DEADLINE) from None
         if _largest_file_bytes(out_dir) >= config.max_download_mb * 2**20:
             raise too_large from None
-        message = str(error).removeprefix("ERROR: ")
+        ffmpeg_errors = _ffmpeg_errors(out_dir)
+        message = "; ".join([str(error).removeprefix("ERROR: "), *ffmpeg_errors[-2:]])
         raise DownloadError(message, classify(message)) from None
+    cut_short = [line for line in _ffmpeg_errors(out_dir) if _CUT_SHORT.search(line)]
+    if cut_short:
+        raise DownloadError(f"a stream ended before its range did: {'; '.join(cut_short[:2])}", TRANSIENT)
+    if _seconds_written(out_dir) <= 0:  # where the extractor does not know the duration
+        raise DownloadError(f"nothing to cut from {start:g} s: the segment starts after the video's end", PAST_END)
     if not path.is_file():  # after merging, the extension may differ from the template's
         candidates = sorted(out_dir.glob("segment.*"))
         if not candidates:
@@ -219,7 +367,7 @@ def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: Downl
         raise DownloadError(f"the clip's deadline of {config.deadline_s:g} s passed", DEADLINE)
     if path.stat().st_size >= config.max_download_mb * 2**20:
         raise too_large
-    return path
+    return path, info
 
 
 class NodeRateLimiter:
@@ -255,20 +403,22 @@ def _backoff_s(reason: str, attempt: int, config: DownloadConfig) -> float:
 
 def download_segment(
     ytid: str, start: float, end: float, out_dir: str | Path, config: DownloadConfig = DownloadConfig()
-) -> Path:
-    """Fetch ``[start, end]`` seconds of video ``ytid`` into ``out_dir``; returns the file's path."""
+) -> Download:
+    """Fetch ``[start, end]`` seconds of video ``ytid`` into ``out_dir``."""
     url = segment_url(ytid, config.url_template)
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()  # ffmpeg runs in it (its report goes there), and writes to this path
     out_dir.mkdir(parents=True, exist_ok=True)
     limiter = NodeRateLimiter(config.max_downloads_per_minute) if config.max_downloads_per_minute else None
-    ends_at = None
+    ends_at, bytes_read = None, 0
     for attempt in range(config.retries + 1):
         if limiter:
             limiter.wait()
         ends_at = ends_at or time.monotonic() + config.deadline_s  # waiting for a slot is not the clip's time
         try:
-            return _fetch_once(url, start, end, out_dir, config, ends_at)
+            path, info = _fetch_once(url, start, end, out_dir, config, ends_at)
+            return Download(path, bytes_read + _take_bytes_read(out_dir), *_described(info))
         except DownloadError as error:
+            bytes_read += _take_bytes_read(out_dir)
             delay = _backoff_s(error.reason, attempt, config)
             final = error.reason not in RETRIED_NOW or attempt == config.retries
             if not final and time.monotonic() + delay >= ends_at:

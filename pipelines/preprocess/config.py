@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from speech2face.dataset import RANDOM_WEIGHTS, YTID, Layout
-from speech2face.download import DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
+from speech2face.download import DEFAULT_MAX_HEIGHT, DEFAULT_URL_TEMPLATE, REASONS, DownloadConfig
 from speech2face.embedders import EMBEDDER_NAMES
 from speech2face.errors import InputError
 from speech2face.faces import MAX_DISTANCE
@@ -28,6 +28,7 @@ DOWNLOAD_SETTINGS = {
     "throttle_backoff_s": "throttle_backoff",
     "deadline_s": "download_deadline",
     "max_download_mb": "max_download_mb",
+    "max_height": "max_height",
     "max_downloads_per_minute": "max_downloads_per_minute",
     "sleep_requests_s": "sleep_requests",
 }
@@ -65,7 +66,8 @@ class PreprocessConfig:
     )
     out: str = flag(help="output: a local directory or s3://bucket/prefix")
     url_template: str = flag(
-        DEFAULT_URL_TEMPLATE, help="video URL with {ytid}; tests and the demo use http://127.0.0.1:PORT/{ytid}.mp4"
+        DEFAULT_URL_TEMPLATE,
+        help="video URL with {ytid}; the demo uses http://127.0.0.1:PORT/{ytid}.mpd (DASH, as YouTube serves)",
     )
     face_embedder: str = flag(
         "vggface",
@@ -140,6 +142,12 @@ class PreprocessConfig:
         120.0, above=0, help="total seconds for one clip's download, retries included (reason: deadline)"
     )
     max_download_mb: float = flag(200.0, above=0, help="size cap of one downloaded segment (reason: too_large)")
+    max_height: int = flag(
+        DEFAULT_MAX_HEIGHT,
+        minimum=1,
+        help="the tallest video format to download (yt-dlp picks the best at or under it; none: reason "
+        "over_max_height). The face crop is 224x224: see docs/sources/youtube.md before lowering it",
+    )
     cookies: str | None = flag(
         None,
         metavar="PATH_OR_URI",
@@ -170,6 +178,7 @@ class PreprocessConfig:
     store_landmarks: bool = True  # face_landmarks; False only for an --out begun before the column existed
     split_partitioned: bool = True  # clips/split=<name>/; False only for an --out begun before partitioning
     store_source: bool = True  # speaker and media; False only for an --out begun before them
+    store_download: bool = True  # download bytes and formats; False only for an --out begun before them
     extra: dict = field(default_factory=dict)
 
     def problems(self) -> list[str]:
@@ -218,7 +227,9 @@ class PreprocessConfig:
         return self.source == "media_csv" or (self.source == "files" and cuts_segment(self.media_pattern))
 
     def layout(self) -> Layout:
-        return Layout(self.store_spectrogram, self.store_landmarks, self.split_partitioned, self.store_source)
+        return Layout(
+            self.store_spectrogram, self.store_landmarks, self.split_partitioned, self.store_source, self.store_download
+        )
 
     @property
     def random_weights(self) -> bool:

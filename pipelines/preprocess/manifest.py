@@ -12,14 +12,18 @@ from pipelines.preprocess.config import PreprocessConfig
 from pipelines.preprocess.ledger import read_columns
 from speech2face import __version__
 from speech2face.dataset import (
+    AUDIO_FORMAT,
     CLIP_ID,
     CPU_S,
     CPU_STAGES,
     DOWNLOAD,
+    DOWNLOAD_BYTES,
+    DOWNLOAD_COLUMNS,
     REASON,
     SPEAKER,
     SPLIT,
     STAGE,
+    VIDEO_FORMAT,
     Counts,
     EmbedderRecord,
     Manifest,
@@ -76,6 +80,9 @@ def keep_layout(config: PreprocessConfig, manifest: Manifest) -> None:
     config.store_source = manifest.layout.store_source
     if not config.store_source:
         print(f"[preprocess] {config.out} was started before the speaker and media columns: new clips lack them too")
+    config.store_download = manifest.layout.store_download
+    if not config.store_download:
+        print(f"[preprocess] {config.out} was started before the download columns: new clips lack them too")
 
 
 def _without_secret(url: str | None) -> str | None:
@@ -100,7 +107,8 @@ def summarize(
     import torch
     import yt_dlp
 
-    clips = read_columns(clips_uri, [CLIP_ID, SPLIT, SPEAKER, CPU_S])  # SPEAKER: null where a file lacks it
+    # SPEAKER and the download columns: null where a file lacks them
+    clips = read_columns(clips_uri, [CLIP_ID, SPLIT, SPEAKER, CPU_S, *DOWNLOAD_COLUMNS])
     failures = read_columns(failures_uri, [CLIP_ID, STAGE, REASON])
     cpu = pd.DataFrame(list(clips[CPU_S])) if len(clips) else pd.DataFrame(columns=list(CPU_STAGES))
     record = {k: v for k, v in dataclasses.asdict(config).items() if k != "extra"}
@@ -127,7 +135,24 @@ def summarize(
         processed_this_run=processed,
         wall_time_s=round(wall_s, 2),
         object_store=object_store,
+        downloads=_downloads(clips),
     )
+
+
+def _downloads(clips: pd.DataFrame) -> dict | None:
+    """Bytes read per downloaded clip (total, mean, p95) and how often each format was chosen."""
+    downloaded = clips.dropna(subset=[DOWNLOAD_BYTES])
+    if not len(downloaded):
+        return None
+    per_clip = downloaded[DOWNLOAD_BYTES].astype("int64")
+    return {
+        "clips": len(downloaded),
+        "total_bytes": int(per_clip.sum()),
+        "mean_bytes": float(per_clip.mean()),
+        "p95_bytes": float(per_clip.quantile(0.95)),
+        "video_formats": _counted(downloaded[VIDEO_FORMAT].dropna()),
+        "audio_formats": _counted(downloaded[AUDIO_FORMAT].dropna()),
+    }
 
 
 def _counted_speakers(clips: pd.DataFrame) -> dict:
@@ -152,6 +177,13 @@ def print_summary(manifest: Manifest) -> None:
     if cpu[DOWNLOAD] is not None:
         per_stage = "  ".join(f"{stage} {seconds:.3f}" for stage, seconds in cpu.items())
         print(f"CPU s/clip {sum(cpu.values()):.3f}  ({per_stage})")
+    if downloads := manifest.downloads:
+        print(
+            f"downloaded {downloads['total_bytes'] / 1e6:.1f} MB for {downloads['clips']} clips: "
+            f"{downloads['mean_bytes'] / 1e3:.0f} kB a clip, p95 {downloads['p95_bytes'] / 1e3:.0f} kB"
+        )
+        for kind in ("video_formats", "audio_formats"):
+            print(f"  {kind.replace('_', ' ')}: " + ", ".join(f"{f} ({n})" for f, n in downloads[kind].items()))
     print(f"wall time  {manifest.wall_time_s:.1f} s   ({manifest.processed_this_run} rows processed this run)")
     if store := manifest.object_store:
         print(

@@ -75,7 +75,7 @@ def fails(ytid, tmp_path, site_config) -> tuple[DownloadError, float]:
 
 
 def test_downloads_only_the_segment(site, tmp_path):
-    path = download_segment(YTID, 3.0, 7.5, tmp_path, config(site))
+    path = download_segment(YTID, 3.0, 7.5, tmp_path, config(site)).path
     assert duration(path) == pytest.approx(4.5, abs=0.3)
 
 
@@ -85,13 +85,13 @@ def test_downloads_share_one_ssl_context_per_process(site, tmp_path):
     for attempt in range(2):
         download_segment(YTID, 3.0, 4.0, tmp_path / str(attempt), config(site))
     before = common.make_ssl_context.cache_info()
-    path = download_segment(YTID, 3.0, 4.0, tmp_path / "again", config(site))
+    path = download_segment(YTID, 3.0, 4.0, tmp_path / "again", config(site)).path
     after = common.make_ssl_context.cache_info()
     assert path.stat().st_size > 0 and after.hits > before.hits and after.misses == before.misses
 
 
 def test_a_cut_between_keyframes_decodes_exactly_the_segment(site, tmp_path):
-    path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site))  # keyframes at 2 and 4 s, not at 3.3
+    path = download_segment(NOISY, 3.3, 7.5, tmp_path, config(site)).path  # keyframes at 2 and 4 s, not at 3.3
     original, _ = urllib.request.urlretrieve(f"{site.url}/{NOISY}.mp4", tmp_path / "original.mp4")
     segment, reference = decode_audio(path, 0.0, 4.0), decode_audio(original, 3.3, 4.0)
     assert (
@@ -126,7 +126,7 @@ def test_server_errors_are_transient_and_retried_as_configured(site, tmp_path):
 
 
 def test_429_twice_then_200_is_downloaded(site, tmp_path):
-    path = download_segment("throttle2x1", 3.0, 7.5, tmp_path, config(site, retries=2))
+    path = download_segment("throttle2x1", 3.0, 7.5, tmp_path, config(site, retries=2)).path
     assert duration(path) == pytest.approx(4.5, abs=0.3)
     assert site.hits["throttle2x1.mp4"] >= 3  # two 429s, then yt-dlp's request and ffmpeg's
 
@@ -153,7 +153,7 @@ def test_a_huge_segment_is_too_large_and_never_written_whole(site, tmp_path):
 
 
 def test_a_redirect_is_followed(site, tmp_path):
-    path = download_segment("redirect001", 3.0, 7.5, tmp_path, config(site))
+    path = download_segment("redirect001", 3.0, 7.5, tmp_path, config(site)).path
     assert duration(path) == pytest.approx(4.5, abs=0.3)
     assert site.hits["redirected1.mp4"] >= 1
 
@@ -169,7 +169,7 @@ def test_every_request_goes_through_the_proxy(site, tmp_path):
     # nothing listens on port 9: only the proxy (the site, which also answers absolute-URL requests) can reach it
     before = site.proxied
     path = download_segment(YTID, 1.0, 4.0, tmp_path, config(site, url_template="http://127.0.0.1:9/{ytid}.mp4",
-                                                              proxy=site.url, retries=0))  # fmt: skip
+                                                              proxy=site.url, retries=0)).path  # fmt: skip
     assert duration(path) == pytest.approx(3.0, abs=0.3)
     assert site.proxied - before >= 2  # yt-dlp's request and ffmpeg's
 

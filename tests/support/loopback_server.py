@@ -1,4 +1,5 @@
-"""Loopback HTTP servers for tests: a directory, and scripted misbehaviour for chosen file names.
+"""Loopback HTTP servers for tests: a directory served with byte ranges, and scripted misbehaviour for
+chosen files (named by their path under the directory).
 
 A script gets the request handler and how many times its name was requested (1 for the first) and
 returns True when it answered; otherwise the file is served as usual.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,10 +18,11 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-Script = Callable[[SimpleHTTPRequestHandler, int], bool]
+from demo_corpus.server import OriginServer, RangeHandler
+
+Script = Callable[[RangeHandler, int], bool]
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Site:
     headers: list[dict] = field(default_factory=list)  # each request's headers, in order
     bytes_sent: Counter = field(default_factory=Counter)  # by scripts that stream
     proxied: int = 0  # requests for an absolute URL: this server was the client's proxy
+    sent: list = field(default_factory=list)  # every response (demo_corpus.server.Sent)
 
 
 def status(code: int, times: int | None = None) -> Script:
@@ -52,6 +57,35 @@ def page(text: str) -> Script:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+        return True
+
+    return script
+
+
+def forbidden_after(served: int) -> Script:
+    """Serve the first ``served`` requests, then answer 403: a signed URL that expired mid-download."""
+
+    def script(handler, hit: int) -> bool:
+        if hit <= served:
+            return False
+        handler.send_error(403)
+        return True
+
+    return script
+
+
+def dropped_midway(fraction: float) -> Script:
+    """Promise the asked range, send ``fraction`` of it, then close the connection."""
+
+    def script(handler, hit: int) -> bool:
+        file = handler.send_head()
+        if file is None:
+            return True
+        with file:
+            length = handler.body_length if handler.body_length is not None else os.fstat(file.fileno()).st_size
+            handler.wfile.write(file.read(int(length * fraction)))
+        handler.close_connection = True
+        handler.connection.shutdown(socket.SHUT_RDWR)
         return True
 
     return script
@@ -135,7 +169,7 @@ def write_cookies(path: Path, name: str, value: str) -> Path:
     return path
 
 
-class _Handler(SimpleHTTPRequestHandler):
+class _Handler(RangeHandler):
     scripts: dict[str, Script] = {}
     site: Site
     lock: threading.Lock
@@ -144,7 +178,7 @@ class _Handler(SimpleHTTPRequestHandler):
         if self.path.startswith("http://"):  # a client using this server as its HTTP proxy
             self.path = urllib.parse.urlsplit(self.path).path
             self.site.proxied += 1
-        name = Path(self.path.split("?")[0]).name
+        name = self.path.split("?")[0].lstrip("/")
         with self.lock:
             self.site.hits[name] += 1
             self.site.headers.append(dict(self.headers))
@@ -153,13 +187,9 @@ class _Handler(SimpleHTTPRequestHandler):
         if script is None or not script(self, hit):
             super().do_GET()
 
-    def log_message(self, *args):  # keep test output quiet
-        pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(OriginServer):
     def handle_error(self, request, client_address):
         """A client that hangs up mid-response (ffmpeg has what it needs, or was stopped) is not news."""
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -177,7 +207,7 @@ def serve_site(directory: str | Path, scripts: Callable[[Site, threading.Event],
     handler = type("Handler", (_Handler,), {"site": site, "lock": threading.Lock(), "scripts": {}})
     handler.scripts = scripts(site, release) if scripts else {}
     server = _Server(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    site.url = f"http://127.0.0.1:{server.server_address[1]}"
+    site.url, site.sent = f"http://127.0.0.1:{server.server_address[1]}", server.sent
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -39,13 +39,17 @@ def test_a_resumed_output_keeps_the_layout_it_was_started_with(capsys):
     assert config.store_source is False and "before the speaker and media columns" in output
     # version 3 records the partitioning, not the speaker and media columns
     version_3 = Manifest.from_dict(_old_manifest().to_dict() | {"version": 3, "layout": {"split_partitioned": True}})
-    assert version_3.layout == Layout(split_partitioned=True, store_source=False)
-    # version 4 records them
+    assert version_3.layout == Layout(split_partitioned=True, store_source=False, store_download=False)
+    # version 4 records them, not the download columns
+    version_4 = Manifest.from_dict(_old_manifest().to_dict() | {"version": 4, "layout": {"store_source": True}})
+    assert version_4.layout == Layout(split_partitioned=False, store_source=True, store_download=False)
+    keep_layout(config, version_4)
+    assert config.store_download is False and "before the download columns" in capsys.readouterr().out
+    # version 5 records them
     current = Manifest.from_dict(dataclasses.replace(_old_manifest(), layout=Layout()).to_dict())  # as written
-    assert (current.version, current.layout) == (4, Layout(store_spectrogram=False))
+    assert (current.version, current.layout) == (5, Layout(store_spectrogram=False))
     keep_layout(config, current)
-    layout = (config.store_spectrogram, config.store_landmarks, config.split_partitioned, config.store_source)
-    assert layout == (False, True, True, True)
+    assert config.layout() == Layout()
 
 
 def test_vggface_requires_weights_or_explicit_random(tmp_path):
