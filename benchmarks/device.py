@@ -35,8 +35,8 @@ from benchmarks.trainer_speed import run_trainer
 from speech2face import audio
 from speech2face import dataset as ds
 
-# Synthetic clips: no landmarks, no speaker or media columns
-SYNTHETIC_LAYOUT = ds.Layout(store_landmarks=False, store_source=False)
+# Synthetic clips: no landmarks, no speaker or media columns, no download columns
+SYNTHETIC_LAYOUT = ds.Layout(store_landmarks=False, store_source=False, store_download=False)
 
 
 def best_rate(items: int, function, repeats: int, device: torch.device) -> float:

@@ -212,8 +212,15 @@ def test_yt_dlp_fetches_a_segment_from_the_loopback_server(corpus, tmp_path):
     start, end = segment["start"], segment["end"]
     with serve_directory(out_dir) as (_, base_url):
         url = url_template(base_url).format(ytid=speaker["ytid"])
-        with urllib.request.urlopen(url, timeout=10) as response:
-            assert response.read() == (out_dir / speaker["video"]).read_bytes()
+        with urllib.request.urlopen(url, timeout=10) as response:  # a DASH manifest: video-only and audio-only
+            listed = response.read().decode()
+        assert 'mimeType="video/mp4"' in listed and 'mimeType="audio/mp4"' in listed
+        video = out_dir / speaker["ytid"] / "134.mp4"  # the corpus's own H.264, as YouTube's itag 134
+        ranged = urllib.request.Request(f"{base_url}/{speaker['ytid']}/134.mp4", headers={"Range": "bytes=100-199"})
+        with urllib.request.urlopen(ranged, timeout=10) as response:
+            assert response.status == 206
+            assert response.headers["Content-Range"] == f"bytes 100-199/{video.stat().st_size}"
+            assert response.read() == video.read_bytes()[100:200]
         options = {
             "quiet": True, "no_warnings": True, "noprogress": True,
             "outtmpl": str(tmp_path / "segment.%(ext)s"),
@@ -270,8 +277,8 @@ def test_cli_serves_the_corpus_until_interrupted(corpus):
         lines = [server.stdout.readline() for _ in range(3)]
         serving = next(line for line in lines if line.startswith("serving "))
         template = serving.split("--url-template '")[1].split("'")[0]
-        assert template.startswith("http://127.0.0.1:") and template.endswith("/{ytid}.mp4")
-        csv_url = template.replace("{ytid}.mp4", TEST_CSV)
+        assert template.startswith("http://127.0.0.1:") and template.endswith("/{ytid}.mpd")
+        csv_url = template.replace("{ytid}.mpd", TEST_CSV)
         with urllib.request.urlopen(csv_url, timeout=10) as response:
             assert response.read() == (out_dir / TEST_CSV).read_bytes()
         server.send_signal(signal.SIGINT)

@@ -19,7 +19,8 @@ from speech2face.metrics import target_ranks
 from tests.support.cli import check, run
 from tests.support.old_data import make_old_layout
 
-OLD_LAYOUT = Layout(store_spectrogram=True, store_landmarks=False, split_partitioned=False, store_source=False)
+OLD_LAYOUT = Layout(store_spectrogram=True, store_landmarks=False, split_partitioned=False, store_source=False,
+                    store_download=False)
 SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"
 
 
@@ -76,9 +77,7 @@ def test_old_data_resumes_with_nothing_to_do_and_keeps_its_layout(small_corpus, 
     )  # fmt: skip
     manifest = preprocess.run(config)
     assert manifest.processed_this_run == 0 and manifest.counts == Manifest.read(str(small_dataset)).counts
-    assert manifest.layout == Layout(
-        store_spectrogram=True, store_landmarks=False, split_partitioned=False, store_source=False
-    )
+    assert manifest.layout == OLD_LAYOUT
     assert Manifest.read(str(data)).layout == manifest.layout  # recorded for the next resume
     assert sorted((data / "clips").rglob("*.parquet")) == files  # nothing moved or rewritten
 

@@ -160,7 +160,7 @@ def test_splits_are_disjoint_by_video(local_run):
     assert manifest.counts.per_split == {split: sum(c["split"] == split for c in clips.values())
                                          for split in ("test", "train", "val")}  # fmt: skip
     assert manifest.embedder.name == "dlib" and len(manifest.embedder.weights_sha256) == 64
-    assert storage.read_json(storage.join(local_run["out"], "manifest.json"))["version"] == 4
+    assert storage.read_json(storage.join(local_run["out"], "manifest.json"))["version"] == 5
 
 
 def test_rerun_skips_everything_already_done(local_run):

@@ -40,7 +40,8 @@ def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
     make_old_layout(data)
     manifest = Manifest.read(str(data))
     assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False,
-                                                             split_partitioned=False, store_source=False))  # fmt: skip
+                                                             split_partitioned=False, store_source=False,
+                                                             store_download=False))  # fmt: skip
     return data
 
 

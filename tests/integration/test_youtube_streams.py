@@ -14,6 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.preprocess.ledger import read_columns
+
 from demo_corpus import dash
 from pipelines.stages import DecodeFaceStage, DownloadStage
 from speech2face import faces
@@ -35,8 +37,10 @@ from speech2face.dataset import (
     VIDEO_FORMAT,
     WAVEFORM,
     YTID,
+    Manifest,
     X,
     Y,
+    clips_uri,
 )
 from speech2face.download import DownloadConfig
 from tests.support import loopback_server as loopback
@@ -168,3 +172,15 @@ def test_an_expired_url_midway_and_a_dropped_connection_end_as_failure_rows(orig
     assert failures.loc[DROPPED, REASON] == "transient"
     assert "Stream ends prematurely" in failures.loc[DROPPED, ERROR]
     assert origin.site.hits[f"{FORBIDDEN}/133.mp4"] == 3  # served once; then 403 to the seek and to the retry
+
+
+def test_the_pipeline_records_each_clips_bytes_and_formats_and_sums_them_up(small_dataset):
+    """The session's dataset: the demo corpus downloaded from its DASH manifests by pipelines.preprocess."""
+    clips = read_columns(clips_uri(str(small_dataset)), [DOWNLOAD_BYTES, VIDEO_FORMAT, AUDIO_FORMAT])
+    assert (clips[DOWNLOAD_BYTES] > 0).all()
+    assert set(clips[VIDEO_FORMAT]) == {"134 avc1.4d401f 360p"} and set(clips[AUDIO_FORMAT]) == {"140 mp4a.40.2 22050 Hz"}
+    downloads = Manifest.read(str(small_dataset)).downloads
+    assert downloads["clips"] == len(clips) and downloads["total_bytes"] == clips[DOWNLOAD_BYTES].sum()
+    assert downloads["mean_bytes"] == pytest.approx(clips[DOWNLOAD_BYTES].mean())
+    assert downloads["p95_bytes"] == pytest.approx(clips[DOWNLOAD_BYTES].quantile(0.95))
+    assert downloads["video_formats"] == {"134 avc1.4d401f 360p": len(clips)}

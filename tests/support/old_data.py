@@ -33,7 +33,7 @@ def make_old_layout(data: Path, out: Path | None = None) -> Path:
     shutil.rmtree(clips)
     clips.mkdir()
     table = pa.concat_tables(tables, promote_options="permissive").sort_by(dataset.CLIP_ID)  # splits interleaved
-    newer = (dataset.FACE_LANDMARKS, *dataset.SOURCE_COLUMNS)
+    newer = (dataset.FACE_LANDMARKS, *dataset.SOURCE_COLUMNS, *dataset.DOWNLOAD_COLUMNS)
     table = table.drop_columns([name for name in newer if name in table.column_names])
     if dataset.SPECTROGRAM not in table.column_names:
         waves = torch.from_numpy(dataset.tensor_column(table, dataset.WAVEFORM))
