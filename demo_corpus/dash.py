@@ -62,7 +62,7 @@ def av1(height: int) -> Format:
 
 
 AAC = Format("140", "mp4a.40.2", "mp4", ("-c:a", "aac", "-b:a", "128k"))
-OPUS = Format("251", "opus", "webm", ("-c:a", "libopus", "-b:a", "96k", "-ar", "48000"))
+OPUS = Format("251", "opus", "webm", ("-c:a", "libopus", "-b:a", "128k", "-ar", "48000"))
 # The source's own streams, without re-encoding (the demo corpus: H.264 360p and AAC)
 COPY_H264 = Format(_ITAGS["h264"][360], "avc1.4d401f", "mp4", ("-c", "copy"))
 COPY_AAC = Format("140", "mp4a.40.2", "mp4", ("-c", "copy"))

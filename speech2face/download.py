@@ -211,8 +211,9 @@ exec FFMPEG "$@"
 _BYTES_READ = re.compile(r"Statistics: (\d+) bytes read")
 _PROGRESS_TIME = re.compile(r"time=(-?)(\d+):(\d+):([\d.]+)")
 _FFMPEG_ERROR = re.compile(r"error|Server returned|prematurely|Connection reset|Invalid data", re.IGNORECASE)
-# A connection closed mid-range: ffmpeg says so, writes what it had and exits 0 (a clip with a hole)
-_CUT_SHORT = re.compile(r"Stream ends prematurely|partial file|corrupt input packet")
+# A connection closed mid-range, or a server that ignores Range under a seek: ffmpeg says so, writes what
+# it had and exits 0 (a clip with a hole, or without its video)
+_CUT_SHORT = re.compile(r"Stream ends prematurely|partial file|corrupt input packet|Invalid data found when processing")
 
 
 @functools.cache
@@ -353,7 +354,7 @@ def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: Downl
         ffmpeg_errors = _ffmpeg_errors(out_dir)
         message = "; ".join([str(error).removeprefix("ERROR: "), *ffmpeg_errors[-2:]])
         raise DownloadError(message, classify(message)) from None
-    cut_short = [line for line in _ffmpeg_errors(out_dir) if _CUT_SHORT.search(line)]
+    cut_short = [line.strip() for text in _reports(out_dir) for line in text.splitlines() if _CUT_SHORT.search(line)]
     if cut_short:
         raise DownloadError(f"a stream ended before its range did: {'; '.join(cut_short[:2])}", TRANSIENT)
     if _seconds_written(out_dir) <= 0:  # where the extractor does not know the duration
