@@ -90,7 +90,8 @@ def measure(folder: Path, ranges: bool, max_height: int = 720) -> list[dict]:
                 "position": position, "start_s": start, "video_format": got.video_format,
                 "audio_format": got.audio_format, "bytes_read": got.bytes_read, "bytes_sent_by_origin": sent,
                 "segment_share_bytes": share, "whole_file_bytes": whole,
-                "read_over_share": round(got.bytes_read / share, 3), "read_over_whole": round(got.bytes_read / whole, 4),
+                "read_over_share": round(got.bytes_read / share, 3),
+                "read_over_whole": round(got.bytes_read / whole, 4),
                 "requests": len(server.sent) - sent_before,
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)

@@ -431,7 +431,9 @@ def existing_corpus(out_dir: str | Path, config: CorpusConfig) -> dict | None:
     out_dir = Path(out_dir)
     sizes = {speaker["video"]: speaker["video_bytes"] for speaker in manifest["speakers"]}
     videos_ok = all(
-        (out_dir / name).is_file() and (out_dir / name).stat().st_size == n and (out_dir / name).with_suffix(".mpd").is_file()
+        (out_dir / name).is_file()
+        and (out_dir / name).stat().st_size == n
+        and (out_dir / name).with_suffix(".mpd").is_file()
         for name, n in sizes.items()
     )
     return manifest if videos_ok and all((out_dir / name).is_file() for name in (TRAIN_CSV, TEST_CSV)) else None

@@ -143,4 +143,3 @@ def serve_directory(
         server.shutdown()
         server.server_close()
         thread.join()
-

@@ -207,7 +207,8 @@ def check_weights(weights: str | None, recorded: EmbedderRecord, flag: str = "--
     return weights
 
 
-MANIFEST_VERSION = 5  # 5: layout.store_download; 4: layout.store_source; 3: layout.split_partitioned; 2: "version" and "layout"; 1: none
+# 5: layout.store_download; 4: layout.store_source; 3: layout.split_partitioned; 2: "version" and "layout"; 1: none
+MANIFEST_VERSION = 5
 
 
 @dataclass

@@ -49,9 +49,9 @@ _MARKERS = (
     (THROTTLED, ("HTTP Error 429", "Too Many Requests", "confirm you're not a bot", "confirm you’re not a bot",
                  "Sign in to confirm", "rate-limited")),
     (TRANSIENT, ("HTTP Error 408", "HTTP Error 5", "Server returned 5")),
-    (UNAVAILABLE, ("HTTP Error 4", "Server returned 4", "Unsupported URL", "is not a valid URL", "Video unavailable", "Private video",
-                   "This video is private", "has been removed", "no longer available", "account associated with",
-                   "members-only", "This video is not available")),
+    (UNAVAILABLE, ("HTTP Error 4", "Server returned 4", "Unsupported URL", "is not a valid URL", "Video unavailable",
+                   "Private video", "This video is private", "has been removed", "no longer available",
+                   "account associated with", "members-only", "This video is not available")),
 )  # fmt: skip
 
 
@@ -85,7 +85,6 @@ class DownloadConfig:
     proxy: str | None = None
     max_downloads_per_minute: float | None = None  # per node, shared by every process on it
     sleep_requests_s: float = 0.0  # yt-dlp's sleep_interval_requests, between a video's extraction requests
-
 
     @property
     def format(self) -> str:

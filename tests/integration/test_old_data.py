@@ -19,8 +19,9 @@ from speech2face.metrics import target_ranks
 from tests.support.cli import check, run
 from tests.support.old_data import make_old_layout
 
-OLD_LAYOUT = Layout(store_spectrogram=True, store_landmarks=False, split_partitioned=False, store_source=False,
-                    store_download=False)
+OLD_LAYOUT = Layout(
+    store_spectrogram=True, store_landmarks=False, split_partitioned=False, store_source=False, store_download=False
+)
 SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"
 
 

@@ -14,9 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.preprocess.ledger import read_columns
-
 from demo_corpus import dash
+from pipelines.preprocess.ledger import read_columns
 from pipelines.stages import DecodeFaceStage, DownloadStage
 from speech2face import faces
 from speech2face.dataset import (
@@ -178,7 +177,8 @@ def test_the_pipeline_records_each_clips_bytes_and_formats_and_sums_them_up(smal
     """The session's dataset: the demo corpus downloaded from its DASH manifests by pipelines.preprocess."""
     clips = read_columns(clips_uri(str(small_dataset)), [DOWNLOAD_BYTES, VIDEO_FORMAT, AUDIO_FORMAT])
     assert (clips[DOWNLOAD_BYTES] > 0).all()
-    assert set(clips[VIDEO_FORMAT]) == {"134 avc1.4d401f 360p"} and set(clips[AUDIO_FORMAT]) == {"140 mp4a.40.2 22050 Hz"}
+    assert set(clips[VIDEO_FORMAT]) == {"134 avc1.4d401f 360p"}
+    assert set(clips[AUDIO_FORMAT]) == {"140 mp4a.40.2 22050 Hz"}
     downloads = Manifest.read(str(small_dataset)).downloads
     assert downloads["clips"] == len(clips) and downloads["total_bytes"] == clips[DOWNLOAD_BYTES].sum()
     assert downloads["mean_bytes"] == pytest.approx(clips[DOWNLOAD_BYTES].mean())

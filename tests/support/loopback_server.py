@@ -188,7 +188,6 @@ class _Handler(RangeHandler):
             super().do_GET()
 
 
-
 class _Server(OriginServer):
     def handle_error(self, request, client_address):
         """A client that hangs up mid-response (ffmpeg has what it needs, or was stopped) is not news."""
