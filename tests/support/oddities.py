@@ -10,6 +10,7 @@ a codec, a channel layout, rotation metadata, a variable frame rate, a frame sha
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +100,14 @@ def make_upload(upload: Upload, folder: Path) -> Path:
 
 
 def publish(uploads: list[Upload], folder: Path) -> None:
-    """Each upload made and published as DASH formats in ``folder`` (what ``demo_corpus.server`` serves)."""
-    for upload in uploads:
+    """Each upload made and published as DASH formats in ``folder`` (what ``demo_corpus.server`` serves),
+    two at a time (ffmpeg's work)."""
+
+    def one(upload: Upload) -> None:
         dash.publish(make_upload(upload, folder), folder, upload.ytid, list(upload.formats))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, uploads))
 
 
 def onset_s(wave: np.ndarray, rate: int = 16000, threshold: float = 0.1) -> float | None:
