@@ -473,7 +473,7 @@ def _manifest(config: CorpusConfig, plans: list[SpeakerPlan], wall_s: float) -> 
         "generator_version": GENERATOR_VERSION,
         "config": asdict(config),
         "csv": {"train": TRAIN_CSV, "test": TEST_CSV, "format": "ytid,start,end,x,y (no header, AVSpeech)"},
-        "url_template_hint": "http://127.0.0.1:PORT/{ytid}.mp4 (from: python -m demo_corpus --serve PORT)",
+        "url_template_hint": "http://127.0.0.1:PORT/{ytid}.mpd (from: python -m demo_corpus --serve PORT)",
         "video": {
             "width": FRAME_WIDTH,
             "height": FRAME_HEIGHT,

@@ -16,14 +16,10 @@ the video ends; one that only runs past it gives a shorter clip). The last four 
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import functools
 import os
 import random
-import re
-import shlex
-import shutil
 import signal
 import tempfile
 import threading
@@ -31,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from speech2face import ffmpeg_report
 from speech2face.avspeech import YTID_PATTERN
 
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
@@ -170,7 +167,7 @@ def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) ->
         # mp4, whatever the codecs: its edit list hides the frames before the cut that a stream copy keeps
         # from the keyframe before the start; WebM and Matroska have none, so they would play them.
         "merge_output_format": "mp4",
-        "ffmpeg_location": _reporting_ffmpeg(),
+        "ffmpeg_location": ffmpeg_report.reporting_ffmpeg(),  # so ffmpeg says what it read
         "outtmpl": str(out_dir / "segment.%(ext)s"),
         "download_ranges": yt_dlp.utils.download_range_func(None, [(start, end)]),
         # Stream copy, no re-encode: ffmpeg's edit list keeps the cut exact for decoders (tested at a
@@ -196,67 +193,11 @@ def _options(out_dir: Path, start: float, end: float, config: DownloadConfig) ->
     return options
 
 
-_REPORTING_FFMPEG = """#!/bin/sh
-# speech2face.download: a section download's ffmpeg (its inputs are URLs) writes a verbose report in its
-# output's folder, where the downloader reads the bytes it read and its errors (under yt-dlp it is quiet).
-for last; do :; done
-case " $* " in
-  *" -i http://"* | *" -i https://"*)
-    out=${last#file:}
-    cd "${out%/*}" && export FFREPORT="file=ffmpeg-report-$$.log:level=40" ;;
-esac
-exec FFMPEG "$@"
-"""
-_BYTES_READ = re.compile(r"Statistics: (\d+) bytes read")
-_PROGRESS_TIME = re.compile(r"time=(-?)(\d+):(\d+):([\d.]+)")
-_FFMPEG_ERROR = re.compile(r"error|Server returned|prematurely|Connection reset|Invalid data", re.IGNORECASE)
-# A connection closed mid-range, or a server that ignores Range under a seek: ffmpeg says so, writes what
-# it had and exits 0 (a clip with a hole, or without its video)
-_CUT_SHORT = re.compile(r"Stream ends prematurely|partial file|corrupt input packet|Invalid data found when processing")
-
-
-@functools.cache
-def _reporting_ffmpeg() -> str | None:
-    """A folder holding ``ffmpeg`` (the script above, around the real one) and ``ffprobe``, once per process;
-    None without ffmpeg on PATH (yt-dlp then says it is missing)."""
-    ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
-    if not (ffmpeg and ffprobe):
-        return None
-    folder = tempfile.mkdtemp(prefix="s2f-ffmpeg-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    script = os.path.join(folder, "ffmpeg")
-    with open(script, "w") as file:
-        file.write(_REPORTING_FFMPEG.replace("FFMPEG", shlex.quote(ffmpeg)))
-    os.chmod(script, 0o755)
-    os.symlink(ffprobe, os.path.join(folder, "ffprobe"))
-    return folder
-
-
-def _reports(out_dir: Path) -> list[str]:
-    return [report.read_text(errors="replace") for report in sorted(out_dir.glob("ffmpeg-report-*.log"))]
-
-
 def _take_bytes_read(out_dir: Path) -> int:
-    """The bytes ffmpeg read from the network, by the reports in ``out_dir``, which are removed."""
-    total = sum(int(count) for text in _reports(out_dir) for count in _BYTES_READ.findall(text))
-    for report in out_dir.glob("ffmpeg-report-*.log"):
-        report.unlink()
-    return total
-
-
-def _seconds_written(out_dir: Path) -> float:
-    """The end time of what ffmpeg wrote, by its last progress line (at or below 0: only frames before the cut,
-    which the edit list hides; what a seek past the end finds); infinite without a report."""
-    times = [match for text in _reports(out_dir) for match in _PROGRESS_TIME.findall(text)]
-    if not times:
-        return float("inf")
-    sign, hours, minutes, seconds = times[-1]
-    return (-1 if sign else 1) * (int(hours) * 3600 + int(minutes) * 60 + float(seconds))
-
-
-def _ffmpeg_errors(out_dir: Path) -> list[str]:
-    """ffmpeg's error lines (a URL's HTTP status, a stream cut short), which yt-dlp does not pass on."""
-    return [line.strip() for text in _reports(out_dir) for line in text.splitlines()[3:] if _FFMPEG_ERROR.search(line)]
+    """The bytes ffmpeg read from the network for this attempt; its reports are then removed."""
+    bytes_read = ffmpeg_report.read(out_dir).bytes_read
+    ffmpeg_report.remove(out_dir)
+    return bytes_read
 
 
 def _described(info: dict) -> tuple[str | None, str | None]:
@@ -350,13 +291,12 @@ def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: Downl
             raise DownloadError(f"the clip's deadline of {config.deadline_s:g} s passed", DEADLINE) from None
         if _largest_file_bytes(out_dir) >= config.max_download_mb * 2**20:
             raise too_large from None
-        ffmpeg_errors = _ffmpeg_errors(out_dir)
-        message = "; ".join([str(error).removeprefix("ERROR: "), *ffmpeg_errors[-2:]])
+        message = "; ".join([str(error).removeprefix("ERROR: "), *ffmpeg_report.read(out_dir).errors()[-2:]])
         raise DownloadError(message, classify(message)) from None
-    cut_short = [line.strip() for text in _reports(out_dir) for line in text.splitlines() if _CUT_SHORT.search(line)]
-    if cut_short:
-        raise DownloadError(f"a stream ended before its range did: {'; '.join(cut_short[:2])}", TRANSIENT)
-    if _seconds_written(out_dir) <= 0:  # where the extractor does not know the duration
+    report = ffmpeg_report.read(out_dir)
+    if report.cut_short():
+        raise DownloadError(f"a stream ended before its range did: {'; '.join(report.cut_short()[:2])}", TRANSIENT)
+    if report.seconds_written() <= 0:  # where the extractor does not know the duration
         raise DownloadError(f"nothing to cut from {start:g} s: the segment starts after the video's end", PAST_END)
     if not path.is_file():  # after merging, the extension may differ from the template's
         candidates = sorted(out_dir.glob("segment.*"))
