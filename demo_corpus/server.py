@@ -1,8 +1,8 @@
 """Serve a directory over HTTP on the loopback interface, as a CDN serves video: byte ranges, counted.
 
 ``Range: bytes=A-B`` (or ``A-``) gets ``206 Partial Content``, as googlevideo answers, so ffmpeg seeks
-into a file instead of reading it from the start. Every response is logged as a :class:`Sent` on the
-server's ``sent`` list. ``ranges=False`` answers every request with the whole file, as
+into a file instead of reading it from the start. Every file body sent is logged as a :class:`Sent` on
+the server's ``sent`` list. ``ranges=False`` answers every request with the whole file, as
 ``python -m http.server`` does (what the demo served before; the download benchmark compares both).
 """
 
@@ -56,7 +56,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
             return super().send_head()
         path, first, last = wanted
         size = path.stat().st_size
-        if first >= size:
+        if first >= size or last < first:
             self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
             self.send_header("Content-Range", f"bytes */{size}")
             self.send_header("Content-Length", "0")
