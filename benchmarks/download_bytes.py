@@ -87,8 +87,8 @@ def measure(folder: Path, ranges: bool, max_height: int = 720) -> list[dict]:
             whole = sum(path.stat().st_size for path in chosen)
             sent = sum(s.bytes for s in server.sent[sent_before:] if not s.path.endswith(".mpd"))
             rows.append({
-                "position": position, "start_s": start, "video_format": got.video_format,
-                "audio_format": got.audio_format, "bytes_read": got.bytes_read, "bytes_sent_by_origin": sent,
+                "position": position, "start_s": start, "video": got.video_format,
+                "audio": got.audio_format, "bytes_read": got.bytes_read, "bytes_sent_by_origin": sent,
                 "segment_share_bytes": share, "whole_file_bytes": whole,
                 "read_over_share": round(got.bytes_read / share, 3),
                 "read_over_whole": round(got.bytes_read / whole, 4),
