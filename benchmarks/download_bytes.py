@@ -24,14 +24,10 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import torch
-
-from benchmarks.train_step import machine_info
+from benchmarks.train_step import finish_report, new_report
 from demo_corpus import dash
 from demo_corpus.server import serve_directory, url_template
 from speech2face.download import DownloadConfig, download_segment
@@ -108,11 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", help="keep the video and its formats here (default: a temp folder)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    report = {
-        "command": "python -m benchmarks.download_bytes " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine_info(torch.device("cpu")),
-    }
+    report = new_report("benchmarks.download_bytes", argv)
     with tempfile.TemporaryDirectory(prefix="s2f-bytes-") as temp:
         folder = Path(args.work or temp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,10 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         report["ranges_720p"] = measure(folder, ranges=True, max_height=720)
         report["ranges_360p"] = measure(folder, ranges=True, max_height=360)
         report["no_ranges_muxed"] = measure(folder, ranges=False)
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    finish_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from benchmarks.train_step import machine_info
+from benchmarks.train_step import finish_report, new_report
 from demo_corpus import layouts
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from demo_corpus.server import serve_directory, url_template
@@ -50,12 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", help="keep the corpus, layouts and outputs here (default: a temp folder)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
-    report = {
-        "command": "python -m benchmarks.sources " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine_info(torch.device("cpu")) | {"load_average_at_start": os.getloadavg()},
-        "sources": {},
-    }
+    report = new_report("benchmarks.sources", argv) | {"sources": {}}
+    report["machine"]["load_average_at_start"] = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="s2f-sources-") as temp:
         work = Path(args.work or temp)
         corpus, held = work / "corpus", work / "held"
@@ -82,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     report["cpu_ratio_to_youtube"] = {
         source: round(row["cpu_s_per_clip_total"] / youtube, 3) for source, row in report["sources"].items()
     }
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    print(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    finish_report(report, args.json)
 
 
 if __name__ == "__main__":

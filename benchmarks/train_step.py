@@ -215,6 +215,25 @@ def run_keras_reference(batch_size: int, steps: int, warmup: int, threads: int |
             return json.load(file)
 
 
+def new_report(module: str, argv: list[str] | None) -> dict:
+    """A CPU benchmark's report: its command, the date and the machine."""
+    arguments = " ".join(argv if argv is not None else sys.argv[1:])
+    return {
+        "command": f"python -m {module} {arguments}".strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine_info(torch.device("cpu")),
+    }
+
+
+def finish_report(report: dict, json_path: str | None) -> None:
+    """Record the load average at the end, print the report, and write it to ``json_path`` if given."""
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+    if json_path:
+        with open(json_path, "w") as file:
+            file.write(json.dumps(report, indent=2) + "\n")
+
+
 def machine_info(device: torch.device) -> dict:
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
