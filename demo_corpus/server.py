@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from speech2face.ranges import requested_range
+
 HOST = "127.0.0.1"
-_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 @dataclass(frozen=True)
@@ -39,24 +39,16 @@ class RangeHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
         pass  # one line per request would drown the pipeline's progress output
 
-    def _file_range(self) -> tuple[Path, int, int] | None:
-        """(file, first byte, last byte) of a Range request this server honours, else None."""
-        match = _RANGE.fullmatch(self.headers.get("Range", "").strip())
-        path = Path(self.translate_path(self.path))
-        if not (self.server.ranges and match and path.is_file()):
-            return None
-        size = path.stat().st_size
-        first = int(match[1])
-        last = min(int(match[2]), size - 1) if match[2] else size - 1
-        return path, first, last
-
     def send_head(self):
-        wanted = self._file_range()
+        path = Path(self.translate_path(self.path))
+        if not (self.server.ranges and path.is_file()):
+            return super().send_head()
+        size = path.stat().st_size
+        wanted = requested_range(self.headers.get("Range", ""), size)
         if wanted is None:
             return super().send_head()
-        path, first, last = wanted
-        size = path.stat().st_size
-        if first >= size or last < first:
+        first, last = wanted
+        if first > last:
             self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
             self.send_header("Content-Range", f"bytes */{size}")
             self.send_header("Content-Length", "0")

@@ -294,8 +294,8 @@ def _fetch_once(url: str, start: float, end: float, out_dir: Path, config: Downl
         message = "; ".join([str(error).removeprefix("ERROR: "), *ffmpeg_report.read(out_dir).errors()[-2:]])
         raise DownloadError(message, classify(message)) from None
     report = ffmpeg_report.read(out_dir)
-    if report.cut_short():
-        raise DownloadError(f"a stream ended before its range did: {'; '.join(report.cut_short()[:2])}", TRANSIENT)
+    if cut_short := report.cut_short():
+        raise DownloadError(f"a stream ended before its range did: {'; '.join(cut_short[:2])}", TRANSIENT)
     if report.seconds_written() <= 0:  # where the extractor does not know the duration
         raise DownloadError(f"nothing to cut from {start:g} s: the segment starts after the video's end", PAST_END)
     if not path.is_file():  # after merging, the extension may differ from the template's

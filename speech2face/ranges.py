@@ -25,6 +25,17 @@ CHUNK_BYTES = 64 << 10
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
+def requested_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte that a single ``Range: bytes=A-B`` (or ``A-``, or ``-N``: the last N) asks of an
+    object of ``size`` bytes; None without such a header (the whole object). first > last: unsatisfiable."""
+    match = _RANGE.fullmatch(header.strip())
+    if not match or not (match[1] or match[2]):
+        return None
+    if not match[1]:  # bytes=-N: the last N bytes
+        return max(size - int(match[2]), 0), size - 1
+    return int(match[1]), min(int(match[2]), size - 1) if match[2] else size - 1
+
+
 @dataclass
 class Served:
     """The URL ffmpeg reads, and what it cost: bytes read from the store and requests answered."""
@@ -65,24 +76,19 @@ def serve(uri: str) -> Iterator[Served]:
         def _answer(self, send_body: bool) -> None:
             requested = self.headers.get("Range", "")
             served.requests.append(requested or "whole")
-            first, last = 0, info.size - 1
-            match = _RANGE.fullmatch(requested.strip())
-            if match and (match[1] or match[2]):
-                if match[1]:
-                    first, last = int(match[1]), min(int(match[2]), last) if match[2] else last
-                else:  # bytes=-N: the last N bytes
-                    first = max(info.size - int(match[2]), 0)
-                if first > last:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{info.size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-            self.send_response(206 if match else 200)
+            wanted = requested_range(requested, info.size)
+            first, last = wanted or (0, info.size - 1)
+            if first > last:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{info.size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206 if wanted else 200)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(last - first + 1))
-            if match:
+            if wanted:
                 self.send_header("Content-Range", f"bytes {first}-{last}/{info.size}")
             self.end_headers()
             offset = first

@@ -15,30 +15,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from demo_corpus import dash
-from pipelines.preprocess.ledger import read_columns
+from pipelines.preprocess.ledger import read_columns, todo_frame
 from pipelines.stages import DecodeFaceStage, DownloadStage
 from speech2face import faces
+from speech2face.avspeech import Segment
 from speech2face.dataset import (
     AUDIO_FORMAT,
-    CLIP_ID,
     DOWNLOAD_BYTES,
     DURATION_S,
-    END,
     ERROR,
     FACE_BOX,
     FRAME_TIME,
     REASON,
-    SEGMENT_COLUMNS,
-    SOURCE_COLUMNS,
-    SPLIT,
-    STAGE,
     START,
     VIDEO_FORMAT,
     WAVEFORM,
     YTID,
     Manifest,
-    X,
-    Y,
     clips_uri,
 )
 from speech2face.download import DownloadConfig
@@ -91,13 +84,9 @@ def origin(tmp_path_factory):
 
 
 def rows(*segments) -> pd.DataFrame:
-    """Rows as the pipeline's ledger hands them to the stages: (upload, start, end)."""
-    records = [
-        {CLIP_ID: f"{upload.ytid}_{start}", YTID: upload.ytid, START: start, END: end, X: upload.x, Y: upload.y,
-         SPLIT: "train"} | dict.fromkeys(SOURCE_COLUMNS) | {STAGE: "", ERROR: "", REASON: ""}
-        for upload, start, end in segments
-    ]  # fmt: skip
-    return pd.DataFrame(records, columns=[*SEGMENT_COLUMNS, *SOURCE_COLUMNS, STAGE, ERROR, REASON])
+    """Rows as the pipeline's ledger hands them to the stages (``todo_frame``): (upload, start, end)."""
+    return todo_frame([Segment(f"{upload.ytid}_{start}", upload.ytid, start, end, upload.x, upload.y, "train")
+                       for upload, start, end in segments])  # fmt: skip
 
 
 def run_stages(origin, batch: pd.DataFrame, tmp_path, **download) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -106,3 +106,14 @@ def test_a_media_csv_without_its_header_or_with_an_unknown_column_is_refused():
         sources.media_csv_segments("path,start,end,x,y,gender\na.mp4,0,6,0.5,0.5,f\n", "list.csv", 0.1, 0.0)
     segments, _ = sources.media_csv_segments("path,start,end,x,y\na.mp4,0,6,0.5,0.5\n", "list.csv", 0.0, 0.0)
     assert segments[0].media == "a.mp4" and segments[0].speaker is None and segments[0].split == TRAIN
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("bytes=0-", (0, 9)), ("bytes=3-5", (3, 5)), ("bytes=3-99", (3, 9)), ("bytes=-4", (6, 9)),
+     ("bytes=12-", (12, 9)), ("", None), ("items=0-1", None)],
+)  # fmt: skip
+def test_a_range_header_is_the_bytes_it_asks_for(header, expected):
+    from speech2face.ranges import requested_range
+
+    assert requested_range(header, 10) == expected  # first > last: unsatisfiable, answered 416
