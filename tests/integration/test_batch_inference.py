@@ -12,7 +12,7 @@ def test_the_cluster_predicts_what_the_local_encoder_does(small_dataset, tiny_mo
     rows = predict_split(str(small_dataset), "test", str(tiny_model), batch_size=2)
     local = read_rows(str(small_dataset), "test", ["ytid", "face_feature"], model=read_model(str(tiny_model))[0])
     assert list(rows["clip_id"]) == list(local["clip_id"]) and len(rows["clip_id"]) == 4  # sorted, every test clip
-    assert set(rows) == {"clip_id", "split", "ytid", "face_feature", "prediction"}  # no waveform reaches the driver
+    assert set(rows) == {"clip_id", "split", "ytid", "speaker", "face_feature", "prediction"}  # no waveform
     np.testing.assert_array_equal(rows["face_feature"], local["face_feature"])
     np.testing.assert_allclose(rows["prediction"], local["prediction"], rtol=1e-4, atol=1e-5)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPLIT, WAVEFORM, YTID, Manifest
+from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, SPLIT, WAVEFORM, YTID, Manifest
 from speech2face.errors import InputError
 from speech2face.inference import embed, read_model
 from speech2face.inference.gallery import PREDICTION
@@ -18,6 +18,7 @@ from trainer.runtime.clips import read_split
 from trainer.runtime.cluster import start_ray
 
 KEPT = (CLIP_ID, SPLIT, YTID, FACE_FEATURE)  # what the driver gets for each clip, with its prediction
+# ... and its speaker, where the data has the column (``Layout.store_source``; null where the source knows none)
 
 
 class EncoderActor:
@@ -32,7 +33,7 @@ class EncoderActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         prediction = embed(self.model, batch[WAVEFORM], self.batch_size)
-        return {name: batch[name] for name in KEPT} | {PREDICTION: prediction}
+        return {name: values for name, values in batch.items() if name != WAVEFORM} | {PREDICTION: prediction}
 
 
 def actor_pool(resources: dict, cpus_per_actor: float) -> dict:
@@ -57,14 +58,16 @@ def torch_threads(resources: dict, cpus_per_actor: float) -> int:
 
 def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 16, cpus_per_actor: float = 2.0) -> dict:
     """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays."""
-    counts = Manifest.read(data_uri).counts.per_split
+    manifest = Manifest.read(data_uri)
+    counts = manifest.counts.per_split
     if not counts.get(split):
         raise InputError(
             f"no {split} clips in {data_uri} (its manifest counts {counts}); check --data and --split "
             "(the test split comes from preprocessing with --test-csv or --split-name test)"
         )
     resources = start_ray(log_to_driver=False)
-    predictions = read_split(data_uri, split, [*KEPT, WAVEFORM]).map_batches(
+    kept = [*KEPT, SPEAKER] if manifest.layout.store_source else list(KEPT)
+    predictions = read_split(data_uri, split, [*kept, WAVEFORM]).map_batches(
         EncoderActor,
         fn_constructor_args=(model_uri, batch_size, torch_threads(resources, cpus_per_actor)),
         batch_size=batch_size * 4,

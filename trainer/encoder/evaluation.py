@@ -22,6 +22,7 @@ from speech2face.inference.gallery import PREDICTION
 from speech2face.inference.retrieval import BY_VIDEO, GALLERY_MODES
 from speech2face.metrics import RANKS, recall_table, target_ranks
 from trainer.encoder.batch_inference import predict_split
+from trainer.encoder.protocol_reports import CLIP, OH_GALLERY, format_protocol, parse_protocols, run_protocol
 
 PNG_QUERIES = 6
 PNG_TOP = 5
@@ -35,13 +36,32 @@ class EvaluateConfig:
     gallery_by: str = flag(
         BY_VIDEO, choices=GALLERY_MODES, help="ytid: one face per video; clip: one per clip, the seed's protocol"
     )
-    gallery_size: int | None = flag(None, minimum=1, help="evaluate against a random gallery of this many faces")
-    seed: int = flag(0, help="seed for --gallery-size sampling")
+    protocols: str = flag(
+        CLIP,
+        metavar="NAME[,NAME]",
+        help="clip: every clip against one face per video of the split; oh: galleries of --gallery-size faces "
+        "(Oh et al.); identity: galleries of 100 identities (SF2F); matching: 1:2 accuracy, ROC AUC, EER",
+    )
+    gallery_size: int | None = flag(
+        None,
+        minimum=1,
+        help=f"clip: a random gallery of this many faces (default: all); oh: each gallery's faces "
+        f"(default {OH_GALLERY})",
+    )
+    draws: int = flag(10, minimum=1, help="random galleries the oh and identity protocols average over")
+    seed: int = flag(0, help="seed of the random galleries and pairs")
     batch_size: int = flag(16, minimum=1, help="clips per forward pass")
     cpus_per_actor: float = flag(
         2.0, above=0, help="CPUs of each encoder actor where the cluster has no GPU (else one actor a GPU)"
     )
     out: str | None = flag(None, help="output directory or s3:// prefix (default: eval-<split> next to the model)")
+
+    def problems(self) -> list[str]:
+        try:
+            parse_protocols(self.protocols)
+        except InputError as error:
+            return [str(error)]
+        return []
 
 
 def sample_gallery(targets: np.ndarray, gallery_rows: np.ndarray, size: int | None, seed: int):
@@ -141,6 +161,11 @@ def evaluate(config: EvaluateConfig) -> dict:
             for q, r in zip(queries, ranks, strict=True)
         ],
     }
+    report["protocols"] = {CLIP: {"gallery_size": len(gallery_rows), "recall": table}}
+    for name in parse_protocols(config.protocols):
+        if name != CLIP:
+            report["protocols"][name] = run_protocol(name, rows, config.gallery_size, config.draws, config.seed)
+            print(format_protocol(name, report["protocols"][name]))
     storage.write_json(storage.join(out, "eval.json"), report)
     png = retrieval_figure(config.data, rows, queries, gallery_rows, targets)
     storage.write_bytes(storage.join(out, "retrieval.png"), png)

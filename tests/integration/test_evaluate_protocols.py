@@ -1,0 +1,38 @@
+"""trainer.evaluate's published protocols on the session's demo data, and the inputs it refuses."""
+
+import json
+
+import pytest
+
+from tests.support.cli import check, run
+
+
+def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_model, ray_address, tmp_path):
+    out = tmp_path / "eval"
+    result = check(run("trainer.evaluate", "--data", str(small_dataset), "--model", str(tiny_model), "--split", "test",
+                       "--protocols", "clip,oh,identity,matching", "--draws", "3", "--out", str(out),
+                       ray_address=ray_address))  # fmt: skip
+    report = json.loads((out / "eval.json").read_text())
+    assert list(report["protocols"]) == ["clip", "oh", "identity", "matching"]
+    oh, identity, matching = (report["protocols"][name] for name in ("oh", "identity", "matching"))
+    # the demo's test split holds 2 speakers' videos: galleries of all of them, said plainly
+    assert oh["gallery_size"] == report["gallery_size"] and oh["gallery_size_asked"] == 5000 and oh["draws"] == 3
+    assert "galleries of 2 faces (one per video); the split has only 2" in result.stdout
+    assert identity["identities"] == "video id" and identity["gallery_size"] == identity["identity_count"]
+    for row in oh["recall"] + identity["recall"]:
+        assert 0 <= row["lo"] <= row["recall"] <= row["hi"] <= 1 and row["chance"] == min(row["k"], 2) / 2
+    assert matching["accuracy_chance"] == 0.5 and 0 <= matching["roc_auc"] <= 1 and matching["pairs"] == 4
+    assert "SF2F (Bai et al. 2022) R@10 29.8 %" in result.stdout and "Oh et al. (2019), 5,000 faces" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--protocols", "clip,unknown"], "--protocols: unknown unknown; choose from clip, oh, identity, matching"),
+        (["--gallery-size", "0"], "--gallery-size must be >= 1"),
+        (["--draws", "0"], "--draws must be >= 1"),
+    ],
+)
+def test_bad_protocol_settings_are_one_line_errors(flags, message, small_dataset, tiny_model):
+    result = run("trainer.evaluate", "--data", str(small_dataset), "--model", str(tiny_model), *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
