@@ -107,7 +107,7 @@ def matching_protocol(rows: dict, seed: int) -> dict:
 def _ks(ks: tuple[int, ...], gallery_size: int) -> list[int]:
     """The K below the gallery's size, and the first at or above it (where every query hits)."""
     below = [k for k in ks if k < gallery_size]
-    return below + [next((k for k in ks if k >= gallery_size), ks[-1])]
+    return below + [k for k in ks if k >= gallery_size][:1]
 
 
 def run_protocol(name: str, rows: dict, gallery_size: int | None, draws: int, seed: int) -> dict:
