@@ -1,6 +1,7 @@
 """trainer.evaluate's published protocols on the session's demo data, and the inputs it refuses."""
 
 import json
+import shutil
 
 import pytest
 
@@ -23,6 +24,20 @@ def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_mo
         assert 0 <= row["lo"] <= row["recall"] <= row["hi"] <= 1 and row["chance"] == min(row["k"], 2) / 2
     assert matching["accuracy_chance"] == 0.5 and 0 <= matching["roc_auc"] <= 1 and matching["pairs"] == 4
     assert "SF2F (Bai et al. 2022) R@10 29.8 %" in result.stdout and "Oh et al. (2019), 5,000 faces" in result.stdout
+    assert report["leak_check"] == {"identities": "video id", "in_split": 2, "also_in_train": 0}
+    assert "Leak check: 0 of the 2 video ids of test have clips in train" in result.stdout
+
+
+def test_a_split_that_shares_videos_with_train_is_a_loud_warning(small_dataset, tiny_model, ray_address, tmp_path):
+    leaky = tmp_path / "leaky"
+    shutil.copytree(small_dataset, leaky)
+    train_file = sorted((leaky / "clips" / "split=train").glob("*.parquet"))[0]
+    shutil.copy(train_file, leaky / "clips" / "split=test" / "from-train.parquet")  # train's clips also in test
+    result = check(run("trainer.evaluate", "--data", str(leaky), "--model", str(tiny_model), "--split", "test",
+                       "--out", str(tmp_path / "eval"), ray_address=ray_address))  # fmt: skip
+    leak = json.loads((tmp_path / "eval" / "eval.json").read_text())["leak_check"]
+    assert leak["also_in_train"] > 0
+    assert f"WARNING: LEAK: {leak['also_in_train']} of the {leak['in_split']} video ids of test" in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,15 @@ from speech2face.inference.gallery import PREDICTION
 from speech2face.inference.retrieval import BY_VIDEO, GALLERY_MODES
 from speech2face.metrics import RANKS, recall_table, target_ranks
 from trainer.encoder.batch_inference import predict_split
-from trainer.encoder.protocol_reports import CLIP, OH_GALLERY, format_protocol, parse_protocols, run_protocol
+from trainer.encoder.protocol_reports import (
+    CLIP,
+    OH_GALLERY,
+    format_leak_check,
+    format_protocol,
+    leak_check,
+    parse_protocols,
+    run_protocol,
+)
 
 PNG_QUERIES = 6
 PNG_TOP = 5
@@ -161,6 +169,8 @@ def evaluate(config: EvaluateConfig) -> dict:
             for q, r in zip(queries, ranks, strict=True)
         ],
     }
+    report["leak_check"] = leak_check(config.data, config.split, rows)
+    print(format_leak_check(config.split, report["leak_check"]))
     report["protocols"] = {CLIP: {"gallery_size": len(gallery_rows), "recall": table}}
     for name in parse_protocols(config.protocols):
         if name != CLIP:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from speech2face import protocols
-from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, YTID
+from speech2face import protocols, shards
+from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, TRAIN, YTID, clips_uri
 from speech2face.errors import InputError
 from speech2face.inference import gallery_indices
 from speech2face.inference.gallery import PREDICTION
@@ -51,6 +51,30 @@ def identities(rows: dict) -> tuple[np.ndarray, str]:
     if speakers is not None and len(speakers) and all(isinstance(s, str) and s for s in speakers):
         return speakers.astype(str), "speaker"
     return rows[YTID].astype(str), "video id"
+
+
+def leak_check(data_uri: str, split: str, rows: dict) -> dict:
+    """How many of the split's identities (speakers, else video ids) also have clips in train: a split by
+    segment, not by speaker, lets a model recognise voices it trained on (the seed's 51 % R@1)."""
+    labels, kind = identities(rows)
+    evaluated = set(labels)
+    if split == TRAIN:
+        return {"identities": kind, "in_split": len(evaluated), "also_in_train": None}
+    column = SPEAKER if kind == "speaker" else YTID
+    train = shards.read_table(clips_uri(data_uri), [column], split=TRAIN)[column].to_pylist()
+    return {"identities": kind, "in_split": len(evaluated), "also_in_train": len(evaluated & set(train))}
+
+
+def format_leak_check(split: str, leak: dict) -> str:
+    if leak["also_in_train"] is None:
+        return f"Leak check: evaluating train itself ({leak['in_split']} {leak['identities']}s)"
+    if not leak["also_in_train"]:
+        return f"Leak check: 0 of the {leak['in_split']} {leak['identities']}s of {split} have clips in train"
+    return (
+        f"WARNING: LEAK: {leak['also_in_train']} of the {leak['in_split']} {leak['identities']}s of {split} also "
+        "have clips in train; this evaluation measures recognition of voices the model trained on, not "
+        "generalisation (split by speaker or video: pipelines.preprocess --split-by ytid, --test-fraction)"
+    )
 
 
 def _faces_per_video(rows: dict) -> tuple[np.ndarray, np.ndarray]:
