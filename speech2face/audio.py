@@ -105,6 +105,13 @@ def load_audio_with_duration(path: str | Path, start: float = 0.0) -> tuple[np.n
     return np.clip(looped, -1.0, 1.0).astype(np.float32, copy=False), seconds
 
 
+def first_seconds_looped(waveforms: np.ndarray, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of each (count, NUM_SAMPLES) waveform, looped back to NUM_SAMPLES as
+    preprocessing loops a clip shorter than 6 s: the same model on less audio."""
+    kept = max(1, min(NUM_SAMPLES, int(round(seconds * SAMPLE_RATE))))
+    return np.tile(waveforms[:, :kept], (1, -(-NUM_SAMPLES // kept)))[:, :NUM_SAMPLES]
+
+
 def waveform_to_int16(wave: np.ndarray) -> np.ndarray:
     """Float waveform in [-1, 1] to int16 for compact storage (values outside are clipped)."""
     scaled = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0) * INT16_SCALE

@@ -28,16 +28,23 @@ def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_mo
     assert "Leak check: 0 of the 2 video ids of test have clips in train" in result.stdout
 
 
-def test_a_split_that_shares_videos_with_train_is_a_loud_warning(small_dataset, tiny_model, ray_address, tmp_path):
+def test_a_leaking_split_is_a_loud_warning_and_audio_lengths_are_a_table(small_dataset, tiny_model, ray_address,
+                                                                          tmp_path):  # fmt: skip
     leaky = tmp_path / "leaky"
     shutil.copytree(small_dataset, leaky)
     train_file = sorted((leaky / "clips" / "split=train").glob("*.parquet"))[0]
     shutil.copy(train_file, leaky / "clips" / "split=test" / "from-train.parquet")  # train's clips also in test
     result = check(run("trainer.evaluate", "--data", str(leaky), "--model", str(tiny_model), "--split", "test",
-                       "--out", str(tmp_path / "eval"), ray_address=ray_address))  # fmt: skip
-    leak = json.loads((tmp_path / "eval" / "eval.json").read_text())["leak_check"]
+                       "--seconds", "1,3,6", "--out", str(tmp_path / "eval"), ray_address=ray_address))  # fmt: skip
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    leak = report["leak_check"]
     assert leak["also_in_train"] > 0
     assert f"WARNING: LEAK: {leak['also_in_train']} of the {leak['in_split']} video ids of test" in result.stdout
+    lengths = report["audio_length"]
+    assert [row["seconds"] for row in lengths] == [1, 3, 6] and "Audio length (clip protocol" in result.stdout
+    assert [row["k"] for row in lengths[0]["recall"]] == [1, 5, 10]
+    # 6 s is the whole stored waveform: the same predictions, so the same figures as the main table
+    assert lengths[2]["recall"] == [row for row in report["recall"] if row["k"] in (1, 5, 10)]
 
 
 @pytest.mark.parametrize(
@@ -46,6 +53,7 @@ def test_a_split_that_shares_videos_with_train_is_a_loud_warning(small_dataset, 
         (["--protocols", "clip,unknown"], "--protocols: unknown unknown; choose from clip, oh, identity, matching"),
         (["--gallery-size", "0"], "--gallery-size must be >= 1"),
         (["--draws", "0"], "--draws must be >= 1"),
+        (["--seconds", "0"], "--seconds: each length must lie in (0, 6] seconds, got 0"),
     ],
 )
 def test_bad_protocol_settings_are_one_line_errors(flags, message, small_dataset, tiny_model):

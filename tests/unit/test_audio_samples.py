@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from speech2face.audio import int16_to_waveform, waveform_to_int16
+from speech2face.audio import NUM_SAMPLES, SAMPLE_RATE, first_seconds_looped, int16_to_waveform, waveform_to_int16
 
 
 def test_int16_round_trip_and_clipping():
@@ -13,3 +13,13 @@ def test_int16_round_trip_and_clipping():
     restored = int16_to_waveform(stored)
     assert restored.dtype == np.float32
     np.testing.assert_allclose(restored, np.clip(wave, -1, 1), atol=0.5 / 32767)
+
+
+def test_first_seconds_looped_keeps_the_start_and_repeats_it_to_six_seconds():
+    waves = np.stack([np.arange(NUM_SAMPLES), -np.arange(NUM_SAMPLES)]).astype(np.int16)
+    looped = first_seconds_looped(waves, 2.5)
+    kept = int(2.5 * SAMPLE_RATE)
+    assert looped.shape == waves.shape
+    np.testing.assert_array_equal(looped[:, :kept], waves[:, :kept])
+    np.testing.assert_array_equal(looped[:, kept : 2 * kept], waves[:, :kept])  # looped, as preprocessing loops
+    np.testing.assert_array_equal(first_seconds_looped(waves, 6.0), waves)

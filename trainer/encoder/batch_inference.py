@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from speech2face.audio import first_seconds_looped
 from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, SPLIT, WAVEFORM, YTID, Manifest
 from speech2face.errors import InputError
 from speech2face.inference import embed, read_model
@@ -24,15 +25,17 @@ KEPT = (CLIP_ID, SPLIT, YTID, FACE_FEATURE)  # what the driver gets for each cli
 class EncoderActor:
     """One encoder per actor, loaded once: a batch of stored waveforms in, its predictions out."""
 
-    def __init__(self, model_uri: str, batch_size: int, threads: int):
+    def __init__(self, model_uri: str, batch_size: int, threads: int, seconds: float | None = None):
         import torch
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows an actor only the GPUs it reserved
         self.model, self.batch_size = read_model(model_uri, device)[0], batch_size
+        self.seconds = seconds  # None: the whole 6 s; else only the first seconds, looped
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prediction = embed(self.model, batch[WAVEFORM], self.batch_size)
+        waves = batch[WAVEFORM] if self.seconds is None else first_seconds_looped(batch[WAVEFORM], self.seconds)
+        prediction = embed(self.model, waves, self.batch_size)
         return {name: values for name, values in batch.items() if name != WAVEFORM} | {PREDICTION: prediction}
 
 
@@ -56,8 +59,16 @@ def torch_threads(resources: dict, cpus_per_actor: float) -> int:
     return 1 if resources.get("GPU") else max(1, round(min(cpus_per_actor, resources.get("CPU", 1.0))))
 
 
-def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 16, cpus_per_actor: float = 2.0) -> dict:
-    """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays."""
+def predict_split(
+    data_uri: str,
+    split: str,
+    model_uri: str,
+    batch_size: int = 16,
+    cpus_per_actor: float = 2.0,
+    seconds: float | None = None,
+) -> dict:
+    """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays; ``seconds``:
+    predicted from the first seconds of each clip's audio only (``audio.first_seconds_looped``)."""
     manifest = Manifest.read(data_uri)
     counts = manifest.counts.per_split
     if not counts.get(split):
@@ -69,7 +80,7 @@ def predict_split(data_uri: str, split: str, model_uri: str, batch_size: int = 1
     kept = [*KEPT, SPEAKER] if manifest.layout.store_source else list(KEPT)
     predictions = read_split(data_uri, split, [*kept, WAVEFORM]).map_batches(
         EncoderActor,
-        fn_constructor_args=(model_uri, batch_size, torch_threads(resources, cpus_per_actor)),
+        fn_constructor_args=(model_uri, batch_size, torch_threads(resources, cpus_per_actor), seconds),
         batch_size=batch_size * 4,
         batch_format="numpy",
         **actor_pool(resources, cpus_per_actor),
