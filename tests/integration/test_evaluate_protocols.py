@@ -26,6 +26,10 @@ def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_mo
     assert "SF2F (Bai et al. 2022) R@10 29.8 %" in result.stdout and "Oh et al. (2019), 5,000 faces" in result.stdout
     assert report["leak_check"] == {"identities": "video id", "in_split": 2, "also_in_train": 0}
     assert "Leak check: 0 of the 2 video ids of test have clips in train" in result.stdout
+    controls = report["controls"]
+    assert set(controls) == {"shuffled_voices", "mean_training_face"} and "Controls (clip protocol" in result.stdout
+    for table in controls.values():
+        assert [row["k"] for row in table] == [1, 5] and table[0]["chance"] == 0.5
 
 
 def test_a_leaking_split_is_a_loud_warning_and_audio_lengths_are_a_table(small_dataset, tiny_model, ray_address,

@@ -26,6 +26,8 @@ from trainer.encoder.batch_inference import predict_split
 from trainer.encoder.protocol_reports import (
     CLIP,
     OH_GALLERY,
+    controls,
+    format_controls,
     format_leak_check,
     format_protocol,
     leak_check,
@@ -215,6 +217,8 @@ def evaluate(config: EvaluateConfig) -> dict:
         length = audio_length_table(config, queries, gallery_rows, targets, rows[FACE_FEATURE])
         report["audio_length"] = length
         print(format_audio_length(length, len(gallery_rows)))
+    report["controls"] = controls(config.data, rows, queries, gallery_rows, targets, config.seed)
+    print(format_controls(report["controls"]))
     report["leak_check"] = leak_check(config.data, config.split, rows)
     print(format_leak_check(config.split, report["leak_check"]))
     report["protocols"] = {CLIP: {"gallery_size": len(gallery_rows), "recall": table}}

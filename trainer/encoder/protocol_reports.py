@@ -17,11 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from speech2face import protocols, shards
-from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, TRAIN, YTID, clips_uri
+from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, TRAIN, YTID, clips_uri, tensor_column
 from speech2face.errors import InputError
 from speech2face.inference import gallery_indices
 from speech2face.inference.gallery import PREDICTION
 from speech2face.inference.retrieval import BY_VIDEO
+from speech2face.metrics import RANKS, recall_table, target_ranks, unit_vectors
 
 PROTOCOLS = (CLIP, OH, IDENTITY, MATCHING) = ("clip", "oh", "identity", "matching")
 OH_GALLERY = 5000
@@ -75,6 +76,45 @@ def format_leak_check(split: str, leak: dict) -> str:
         "have clips in train; this evaluation measures recognition of voices the model trained on, not "
         "generalisation (split by speaker or video: pipelines.preprocess --split-by ytid, --test-fraction)"
     )
+
+
+def mean_training_face(data_uri: str) -> np.ndarray | None:
+    """The mean of train's L2-normalised face features, read a file at a time (never all of train at
+    once); None without train clips."""
+    total, count = None, 0
+    for _, table in shards.read_shards(shards.shard_files(clips_uri(data_uri), TRAIN), [FACE_FEATURE], TRAIN):
+        if not len(table):
+            continue
+        features = tensor_column(table, FACE_FEATURE)
+        block = unit_vectors(features.astype(np.float64)).sum(axis=0)
+        total, count = (block if total is None else total + block), count + len(features)
+    return None if total is None else (total / count).astype(np.float32)
+
+
+def controls(data_uri: str, rows: dict, queries, gallery_rows, targets, seed: int) -> dict:
+    """The clip protocol's R@K for predictions that know nothing of the voice: each query's prediction
+    scored against another clip's face (shuffled voices), and the mean training face for every query.
+    A result that does not beat them is an artefact, not a voice-face link."""
+    ks = _ks(RANKS, len(gallery_rows))
+    predictions = rows[PREDICTION][queries]
+    shuffled = predictions[np.random.default_rng(seed).permutation(len(predictions))]
+    shuffled_ranks = target_ranks(shuffled, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
+    report = {"shuffled_voices": recall_table(shuffled_ranks, len(gallery_rows), ks)}
+    mean_face = mean_training_face(data_uri)
+    if mean_face is not None:
+        same_for_all = np.broadcast_to(mean_face, predictions.shape)
+        ranks = target_ranks(same_for_all, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
+        report["mean_training_face"] = recall_table(ranks, len(gallery_rows), ks)
+    return report
+
+
+def format_controls(report: dict) -> str:
+    lines = ["Controls (clip protocol; a result must beat these)"]
+    for name, table in report.items():
+        figures = ", ".join(f"R@{row['k']} {100 * row['recall']:.1f} % (chance {100 * row['chance']:.1f} %)"
+                            for row in table[:3])  # fmt: skip
+        lines.append(f"  {name.replace('_', ' ')}: {figures}")
+    return "\n".join(lines)
 
 
 def _faces_per_video(rows: dict) -> tuple[np.ndarray, np.ndarray]:
