@@ -28,33 +28,36 @@ Z95 = NormalDist().inv_cdf(0.975)
 TIE_TOLERANCE = 1e-6
 
 
-def identity_means(features: np.ndarray, identities: Sequence, block_size: int = 4096) -> tuple[list, np.ndarray]:
+def identity_means(features: np.ndarray, identities: Sequence, block_size: int = 1024) -> tuple[list, np.ndarray]:
     """(identities in first-seen order, each one's mean of its L2-normalised features), as SF2F averages
     an identity's faces. Rows are normalised a block at a time: no copy of ``features`` is made."""
     labels, first, index = np.unique(np.asarray(identities, dtype=object).astype(str), return_index=True,
                                      return_inverse=True)  # fmt: skip
-    sums = np.zeros((len(labels), features.shape[1]), dtype=np.float64)
+    means = np.zeros((len(labels), features.shape[1]), dtype=np.float32)  # sums of unit vectors, then means
     for start in range(0, len(features), block_size):
         block = slice(start, start + block_size)
-        np.add.at(sums, index[block], unit_vectors(np.asarray(features[block], dtype=np.float64)))
-    means = (sums / np.bincount(index, minlength=len(labels))[:, None]).astype(np.float32)
+        np.add.at(means, index[block], unit_vectors(np.asarray(features[block], dtype=np.float32)))
+    means /= np.bincount(index, minlength=len(labels))[:, None]
     order = np.argsort(first)
     return [str(labels[i]) for i in order], means[order]
 
 
 def drawn_gallery_ranks(
-    queries, items, targets, gallery_size: int, draws: int, seed: int = 0, block_size: int = 1024
+    queries, items, targets, gallery_size: int, draws: int, seed: int = 0, block_size: int = 1024, pool=None
 ) -> np.ndarray:
     """Rank (1 = best) of each query's true item in ``draws`` random galleries: an int64 array (draws, Q).
 
-    Each draw picks one database of ``gallery_size`` rows of ``items`` for all queries (as one fixed
-    set of faces is shown to every query); a query's gallery is that database with its own item in it:
-    where the database lacks it, the item takes the database's last place. ``gallery_size`` above the
-    number of items is refused: the caller says plainly that the split has fewer.
+    ``targets`` are rows of ``items``; galleries are drawn from the rows ``pool`` (default: all), so a
+    split's one-face-per-video gallery is rows of its features, never a copy of them. Each draw picks one
+    database of ``gallery_size`` pool rows for all queries (as one fixed set of faces is shown to every
+    query); a query's gallery is that database with its own item in it: where the database lacks it, the
+    item takes the database's last place. ``gallery_size`` above the pool's size is refused: the caller
+    says plainly that the split has fewer.
     """
     queries, items, targets = np.asarray(queries), np.asarray(items), np.asarray(targets, dtype=np.int64)
-    if not 1 <= gallery_size <= len(items):
-        raise ValueError(f"gallery_size must lie in 1..{len(items)} (the items there are), got {gallery_size}")
+    pool = np.arange(len(items)) if pool is None else np.asarray(pool, dtype=np.int64)
+    if not 1 <= gallery_size <= len(pool):
+        raise ValueError(f"gallery_size must lie in 1..{len(pool)} (the items there are), got {gallery_size}")
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
     if targets.shape != (len(queries),) or (len(targets) and not 0 <= targets.min() <= targets.max() < len(items)):
@@ -66,7 +69,7 @@ def drawn_gallery_ranks(
     generator = np.random.default_rng(seed)
     ranks = np.empty((draws, len(queries)), dtype=np.int64)
     for draw in range(draws):
-        rows = np.sort(generator.choice(len(items), size=gallery_size, replace=False))
+        rows = np.sort(pool[generator.choice(len(pool), size=gallery_size, replace=False)])
         database, gallery = torch.from_numpy(rows), unit(items[rows])
         in_database = torch.zeros(len(items), dtype=torch.bool)
         in_database[database] = True

@@ -65,6 +65,18 @@ def test_galleries_of_100_of_200_identities_over_draws_give_the_known_share():
     assert r1.lo <= 1 - 99 / 199 <= r1.hi and r2.recall == 1.0
 
 
+def test_galleries_drawn_from_a_pool_of_rows_hold_each_query_own_item():
+    rng = np.random.default_rng(8)
+    items = rng.normal(size=(400, 16))
+    pool = np.arange(0, 400, 4)  # one row in four may be drawn; the targets are any rows
+    ranks = drawn_gallery_ranks(items, items, np.arange(400), gallery_size=100, draws=3, pool=pool)
+    assert (ranks == 1).all()
+    worst = drawn_gallery_ranks(-items, items, np.arange(400), gallery_size=100, draws=1, pool=pool)
+    assert (worst == 100).all()  # every distractor is nearer: 99 of them, the pool's, plus the item itself
+    with pytest.raises(ValueError, match="gallery_size must lie in 1..100"):
+        drawn_gallery_ranks(items, items, np.arange(400), gallery_size=101, draws=1, pool=pool)
+
+
 def test_gallery_size_and_draws_are_checked():
     items = np.eye(3)
     with pytest.raises(ValueError, match="gallery_size must lie in 1..3"):

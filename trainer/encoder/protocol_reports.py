@@ -126,8 +126,9 @@ def oh_protocol(rows: dict, gallery_size: int | None, draws: int, seed: int) -> 
     gallery_rows, targets = _faces_per_video(rows)
     wanted = gallery_size or OH_GALLERY
     size = min(wanted, len(gallery_rows))
-    faces = rows[FACE_FEATURE][gallery_rows]
-    ranks = protocols.drawn_gallery_ranks(rows[PREDICTION], faces, targets, size, draws, seed)
+    ranks = protocols.drawn_gallery_ranks(
+        rows[PREDICTION], rows[FACE_FEATURE], gallery_rows[targets], size, draws, seed, pool=gallery_rows
+    )
     return {
         "gallery_size": size,
         "gallery_size_asked": wanted,
