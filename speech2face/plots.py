@@ -42,6 +42,19 @@ def curves_png(history: list[dict], title: str = "") -> bytes:
     return _png(figure)
 
 
+def rank_cdf_png(points: list[tuple[int, float]], gallery_size: int, title: str = "") -> bytes:
+    """The share of queries whose true item ranks at or above each rank, against chance (rank / N)."""
+    ranks = [rank for rank, _ in points]
+    figure, axis = plt.subplots(figsize=(6, 4.5))
+    axis.plot(ranks, [100 * share for _, share in points], "-", label="model")
+    axis.plot([1, gallery_size], [100 / gallery_size, 100], "--", color="grey", label="chance")
+    axis.set(xlabel=f"rank (gallery of {gallery_size})", ylabel="% of queries at or above it", ylim=(0, 101),
+             xlim=(1, gallery_size), title=title)  # fmt: skip
+    axis.legend()
+    figure.tight_layout()
+    return _png(figure)
+
+
 def jpeg_image(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 

@@ -126,6 +126,13 @@ def rank_summary(ranks: np.ndarray, gallery_size: int) -> dict:
     }
 
 
+def rank_cdf(ranks: np.ndarray, gallery_size: int, points: int = 50) -> list[tuple[int, float]]:
+    """(rank, share of every query and draw ranked at or above it) at ``points`` ranks from 1 to N."""
+    ranks = np.sort(np.ravel(ranks))
+    at = np.unique(np.round(np.linspace(1, gallery_size, points)).astype(int))
+    return [(int(rank), float(np.searchsorted(ranks, rank, side="right") / len(ranks))) for rank in at]
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two (count, dim) arrays."""
     return np.einsum("ij,ij->i", unit_vectors(np.asarray(a, np.float64)), unit_vectors(np.asarray(b, np.float64)))

@@ -23,6 +23,7 @@ def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_mo
     for row in oh["recall"] + identity["recall"]:
         assert 0 <= row["lo"] <= row["recall"] <= row["hi"] <= 1 and row["chance"] == min(row["k"], 2) / 2
     assert matching["accuracy_chance"] == 0.5 and 0 <= matching["roc_auc"] <= 1 and matching["pairs"] == 4
+    assert (out / "oh_rank_cdf.png").stat().st_size > 0 and oh["rank_cdf"][-1] == [2, 1.0]  # every rank <= N
     assert "SF2F (Bai et al. 2022) R@10 29.8 %" in result.stdout and "Oh et al. (2019), 5,000 faces" in result.stdout
     assert report["leak_check"] == {"identities": "video id", "in_split": 2, "also_in_train": 0}
     assert "Leak check: 0 of the 2 video ids of test have clips in train" in result.stdout

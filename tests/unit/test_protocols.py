@@ -10,6 +10,7 @@ from speech2face.protocols import (
     equal_error_rate,
     identity_means,
     matching,
+    rank_cdf,
     rank_summary,
     roc_auc,
 )
@@ -111,3 +112,8 @@ def test_matching_of_perfect_and_random_voices():
     assert random["roc_auc"] == pytest.approx(0.5, abs=0.06) and random["eer"] == pytest.approx(0.5, abs=0.06)
     with pytest.raises(ValueError, match="at least two identities"):
         matching(faces[:4], faces[:4], ["one"] * 4)
+
+
+def test_the_rank_cdf_climbs_to_every_query_at_the_gallery_size():
+    ranks = np.array([[1, 2, 2, 4], [1, 1, 3, 4]])
+    assert rank_cdf(ranks, 4, points=4) == [(1, 0.375), (2, 0.625), (3, 0.75), (4, 1.0)]

@@ -224,8 +224,13 @@ def evaluate(config: EvaluateConfig) -> dict:
     report["protocols"] = {CLIP: {"gallery_size": len(gallery_rows), "recall": table}}
     for name in parse_protocols(config.protocols):
         if name != CLIP:
-            report["protocols"][name] = run_protocol(name, rows, config.gallery_size, config.draws, config.seed)
-            print(format_protocol(name, report["protocols"][name]))
+            result = run_protocol(name, rows, config.gallery_size, config.draws, config.seed)
+            report["protocols"][name] = result
+            print(format_protocol(name, result))
+            if "rank_cdf" in result:
+                title = f"{name}: galleries of {result['gallery_size']}, {result['draws']} draws"
+                png = plots.rank_cdf_png(result["rank_cdf"], result["gallery_size"], title)
+                storage.write_bytes(storage.join(out, f"{name}_rank_cdf.png"), png)
     storage.write_json(storage.join(out, "eval.json"), report)
     png = retrieval_figure(config.data, rows, queries, gallery_rows, targets)
     storage.write_bytes(storage.join(out, "retrieval.png"), png)

@@ -136,6 +136,7 @@ def oh_protocol(rows: dict, gallery_size: int | None, draws: int, seed: int) -> 
         "queries": len(targets),
         "recall": [vars(row) for row in protocols.drawn_recall(ranks, size, ks=_ks((1, 5, 10, 50, 100), size))],
         **protocols.rank_summary(ranks, size),
+        "rank_cdf": protocols.rank_cdf(ranks, size),
         "published": PUBLISHED[OH],
     }
 
