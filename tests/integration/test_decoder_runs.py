@@ -127,6 +127,15 @@ def test_evaluation_decodes_faces_and_voices_next_to_the_baselines(decoder_runs,
     for figures in report["drawings"].values():
         assert figures["landmark_error_px"] > 0 and 0 <= figures["hog_face_fraction"] <= 1
     assert Image.open(tmp_path / "decoder_eval.png").size[0] > 300  # three columns of faces
+    # dlib data, no other network's weights: dlib judges, and the report says it is the target's own network
+    assert (report["judge"], report["judge_label"]) == ("dlib", "same network as the target")
+    assert "embedded by dlib (same network as the target; the target is dlib)" in result.stdout
+    judged = run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(decoder),
+                 "--judge", "vggface", "--judge-weights", "random", "--out", str(tmp_path / "judged"), timeout=300)
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    other = json.loads((tmp_path / "judged" / "decoder_eval.json").read_text())
+    assert (other["judge"], other["judge_label"]) == ("vggface", "judge differs from target")
+    assert [row["name"].strip() for row in other["rows"]][0] == "face -> decoded face"
     assert "mean training face" in result.stdout
     # how far the voice's predictions lie from their faces, the figure train_decoder --feature-noise takes
     assert 0 < report["prediction_distance"] <= 2 and f"lies {report['prediction_distance']:.3f}" in result.stdout
@@ -150,6 +159,9 @@ def test_a_decoder_of_other_features_or_no_decoder_at_all_is_refused(decoder_run
                        "--out", str(tmp_path), timeout=120), "decodes vggface features", "uses dlib")  # fmt: skip
     one_line_error(run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(other),
                        timeout=120), "vggface")  # fmt: skip
+    one_line_error(run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder",
+                       str(decoder_runs["dir"] / "decoder.safetensors"), "--judge", "vggface", timeout=120),
+                   "--judge vggface needs --judge-weights")  # fmt: skip
     text = tmp_path / "notes.safetensors"
     text.write_text("not a decoder\n")
     whole = (decoder_runs["dir"] / "decoder.safetensors").read_bytes()

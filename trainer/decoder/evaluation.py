@@ -1,5 +1,11 @@
-"""The library behind trainer.evaluate_decoder (no Ray): draw faces from features and from voices, re-embed
-the drawings with the data's embedder, and score them against the split's gallery and two baselines."""
+"""The library behind trainer.evaluate_decoder (no Ray): draw faces from features and from voices, embed
+the drawings and the gallery's stored face crops with a judge network, and score the drawings against
+that gallery and two baselines.
+
+The judge is by default a network other than the one that defined the decoder's target (dlib for
+VGG-Face data; VGG-Face for dlib data when its weights are given): a decoder that learned its target
+network's quirks would pass that network's judgement. Where no other network is at hand, the report
+says "same network as the target"."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import numpy as np
 
 from speech2face import dataset, plots, shards, storage
 from speech2face.dataset import CLIP_ID, EMBEDDER, FACE_FEATURE, FACE_JPEG, SPLIT, TEST, TRAIN, YTID, Manifest
-from speech2face.embedders import load_vggface, make_embedder
+from speech2face.embedders import EMBEDDER_NAMES, load_vggface, make_embedder
 from speech2face.errors import InputError
 from speech2face.faces import detect_faces
 from speech2face.flags import flag
@@ -33,8 +39,33 @@ class EvaluateDecoderConfig:
     vggface_weights: str | None = flag(
         None, metavar="PATH_OR_URI", help="vggface data: the .h5 it was embedded with (default: the manifest's)"
     )
+    judge: str | None = flag(
+        None,
+        choices=EMBEDDER_NAMES,
+        help="the network that embeds the drawings and the gallery's face crops (default: one other than the "
+        "data's: dlib for vggface data, vggface for dlib data with --judge-weights, else the data's own)",
+    )
+    judge_weights: str | None = flag(
+        None, metavar="PATH_OR_URI", help="--judge vggface: its .h5 (real weights, or 'random' for a test)"
+    )
     batch_size: int = flag(32, minimum=1, help="faces per decoder pass")
     out: str | None = flag(None, help="output directory or s3:// prefix (default: eval-<split> next to the decoder)")
+
+
+SAME, DIFFERENT = "same network as the target", "judge differs from target"
+
+
+def judge_embedder(config: EvaluateDecoderConfig, manifest: Manifest):
+    """(the judge, its name, SAME or DIFFERENT)."""
+    target = manifest.embedder.name
+    name = config.judge or ("dlib" if target == "vggface" else "vggface" if config.judge_weights else target)
+    if name == target:
+        return data_embedder(manifest, config.vggface_weights), name, SAME
+    if name == "dlib":
+        return make_embedder("dlib"), name, DIFFERENT
+    if not config.judge_weights:
+        raise InputError("--judge vggface needs --judge-weights: keras-vggface's rcmalli_vggface_tf_vgg16.h5")
+    return load_vggface(config.judge_weights), name, DIFFERENT
 
 
 def data_embedder(manifest: Manifest, weights: str | None):
@@ -73,7 +104,8 @@ def score(name: str, queries: np.ndarray, gallery: np.ndarray, targets: np.ndarr
 def format_report(report: dict) -> str:
     lines = [
         f"Face decoder on {report[SPLIT]}: {report['queries']} queries, gallery of {report['gallery_size']} "
-        f"faces (one per video); drawings re-embedded with {report[EMBEDDER]}",
+        f"faces (one per video); drawings and gallery crops embedded by {report['judge']} "
+        f"({report['judge_label']}; the target is {report[EMBEDDER]})",
         f"{'':40}" + "".join(f"{'R@' + str(k):>22}" for k in KS),
     ]
     lines.append(f"{'chance':40}" + "".join(f"{100 * row['chance']:20.1f} %" for row in report["rows"][0]["recall"]))
@@ -98,6 +130,7 @@ def format_report(report: dict) -> str:
 def evaluate(config: EvaluateDecoderConfig) -> dict:
     decoder, meta = read_decoder(config.decoder)
     manifest = check_same_embedder(meta, config.data)
+    judge, judge_name, judge_label = judge_embedder(config, manifest)
     encoder = None
     if config.model:
         encoder, encoder_meta = read_model(config.model)
@@ -106,10 +139,9 @@ def evaluate(config: EvaluateDecoderConfig) -> dict:
     crops = np.stack([plots.jpeg_image(jpeg) for jpeg in rows[FACE_JPEG]])
     true_points = crop_landmarks(crops)  # on the stored crops, as training saw them
     gallery_rows, targets = gallery_indices(rows[YTID].astype(str), rows[CLIP_ID].astype(str), BY_VIDEO)
-    gallery = rows[FACE_FEATURE][gallery_rows]
-    embedder = data_embedder(manifest, config.vggface_weights)
+    gallery = judge.embed(crops[gallery_rows])  # the stored crops, in the judge's space
     train = train_sample(config.data, config.train_faces)
-    mean_face = embedder.embed(train["crops"].mean(axis=0).round().astype(np.uint8)[None])
+    mean_face = judge.embed(train["crops"].mean(axis=0).round().astype(np.uint8)[None])
     sources = {"face -> decoded face": rows[FACE_FEATURE]}
     if encoder is not None:
         sources["voice -> decoded face"] = rows[PREDICTION]
@@ -119,6 +151,8 @@ def evaluate(config: EvaluateDecoderConfig) -> dict:
         "model": config.model,
         SPLIT: config.split,
         EMBEDDER: manifest.embedder.name,
+        "judge": judge_name,
+        "judge_label": judge_label,
         "queries": len(targets),
         "gallery_size": len(gallery),
         "train_faces": len(train["crops"]),
@@ -131,8 +165,8 @@ def evaluate(config: EvaluateDecoderConfig) -> dict:
     drawn = {}
     for source, features in sources.items():
         drawn[source], points = draw_faces(decoder, features, config.batch_size)
-        report["rows"].append(score(source, embedder.embed(drawn[source]), gallery, targets))
-        nearest = train["features"][nearest_rows(features, train["features"])]
+        report["rows"].append(score(source, judge.embed(drawn[source]), gallery, targets))
+        nearest = judge.embed(train["crops"][nearest_rows(features, train["features"])])
         report["rows"].append(score(f"  nearest training face to the {source.split()[0]}", nearest, gallery, targets))
         report["drawings"][source] = {
             "landmark_error_px": float(np.linalg.norm(points - true_points, axis=-1).mean()),
