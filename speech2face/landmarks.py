@@ -54,6 +54,25 @@ def crop_landmarks(images: np.ndarray, margin: float = CROP_MARGIN) -> np.ndarra
     return points
 
 
+# Craniofacial measures from dlib's 68 points (0-based): ratios, so a face's size and place do not count
+MEASURES = {
+    "nasal_index": ((31, 35), (27, 33)),  # nose width (alae) / nose height (nasion to subnasale)
+    "face_width_to_height": ((0, 16), (27, 8)),  # jaw width / nasion to chin
+    "mouth_to_face_width": ((48, 54), (0, 16)),
+    "eye_width_to_spacing": ((36, 39), (39, 42)),  # an eye's width / the gap between the eyes
+}
+
+
+def craniofacial_measures(landmarks: np.ndarray) -> dict[str, np.ndarray]:
+    """Each of ``MEASURES`` for every face of (N, 68, 2) landmarks: {name: (N,) ratios}."""
+    points = check_landmarks(landmarks).astype(np.float64)
+
+    def length(pair):
+        return np.linalg.norm(points[:, pair[0]] - points[:, pair[1]], axis=1)
+
+    return {name: length(top) / np.maximum(length(bottom), 1e-9) for name, (top, bottom) in MEASURES.items()}
+
+
 def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """``landmarks`` as float32 (N, 68, 2), or ValueError saying what is wrong."""
     landmarks = np.asarray(landmarks)

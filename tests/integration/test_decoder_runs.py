@@ -129,9 +129,24 @@ def test_evaluation_decodes_faces_and_voices_next_to_the_baselines(decoder_runs,
     assert Image.open(tmp_path / "decoder_eval.png").size[0] > 300  # three columns of faces
     # dlib data, no other network's weights: dlib judges, and the report says it is the target's own network
     assert (report["judge"], report["judge_label"]) == ("dlib", "same network as the target")
+    nasal = report["craniofacial"]["nasal_index"]  # Oh et al.'s attributes, beside random pairings
+    assert -1 <= nasal["correlation"] <= 1 and nasal["random_pairs_lo"] <= nasal["random_pairs_hi"]
+    assert "nasal_index: voice-drawn against face-drawn r = " in result.stdout
     assert "embedded by dlib (same network as the target; the target is dlib)" in result.stdout
-    judged = run("trainer.evaluate_decoder", "--data", str(small_dataset), "--decoder", str(decoder),
-                 "--judge", "vggface", "--judge-weights", "random", "--out", str(tmp_path / "judged"), timeout=300)
+    judged = run(
+        "trainer.evaluate_decoder",
+        "--data",
+        str(small_dataset),
+        "--decoder",
+        str(decoder),
+        "--judge",
+        "vggface",
+        "--judge-weights",
+        "random",
+        "--out",
+        str(tmp_path / "judged"),
+        timeout=300,
+    )
     assert judged.returncode == 0, judged.stderr[-3000:]
     other = json.loads((tmp_path / "judged" / "decoder_eval.json").read_text())
     assert (other["judge"], other["judge_label"]) == ("vggface", "judge differs from target")

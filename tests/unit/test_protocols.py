@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from speech2face.protocols import (
+    attribute_correlations,
     drawn_gallery_ranks,
     drawn_recall,
     equal_error_rate,
@@ -117,3 +118,18 @@ def test_matching_of_perfect_and_random_voices():
 def test_the_rank_cdf_climbs_to_every_query_at_the_gallery_size():
     ranks = np.array([[1, 2, 2, 4], [1, 1, 3, 4]])
     assert rank_cdf(ranks, 4, points=4) == [(1, 0.375), (2, 0.625), (3, 0.75), (4, 1.0)]
+
+
+def test_attribute_correlations_of_the_same_measures_are_one_and_random_pairs_near_zero():
+    from speech2face.landmarks import craniofacial_measures
+
+    rng = np.random.default_rng(9)
+    points = rng.uniform(0, 224, size=(200, 68, 2))
+    measures = craniofacial_measures(points)
+    assert set(measures) == {"nasal_index", "face_width_to_height", "mouth_to_face_width", "eye_width_to_spacing"}
+    nose = np.linalg.norm(points[:, 31] - points[:, 35], axis=1) / np.linalg.norm(points[:, 27] - points[:, 33], axis=1)
+    np.testing.assert_allclose(measures["nasal_index"], nose, rtol=1e-5)  # the points as float32
+    same = attribute_correlations(measures, measures, shuffles=200)
+    for figures in same.values():
+        assert figures["correlation"] == pytest.approx(1.0)
+        assert figures["random_pairs_lo"] <= 0 <= figures["random_pairs_hi"] < 0.3

@@ -22,8 +22,9 @@ from speech2face.flags import flag
 from speech2face.inference import check_same_embedder, draw_faces, gallery_indices, read_decoder, read_model, read_rows
 from speech2face.inference.gallery import PREDICTION
 from speech2face.inference.retrieval import BY_VIDEO
-from speech2face.landmarks import crop_landmarks
+from speech2face.landmarks import craniofacial_measures, crop_landmarks
 from speech2face.metrics import recall_table, target_ranks, unit_vectors
+from speech2face.protocols import attribute_correlations
 
 KS = (1, 5, 10, 25)
 PNG_FACES = 8
@@ -119,6 +120,11 @@ def format_report(report: dict) -> str:
             f"{source}: landmark error {figures['landmark_error_px']:.1f} px (224-px crop), "
             f"HOG finds a face in {100 * figures['hog_face_fraction']:.0f} % of the drawings"
         )
+    for name, figures in report.get("craniofacial", {}).items():
+        lines.append(
+            f"{name}: voice-drawn against face-drawn r = {figures['correlation']:.2f}; random pairs "
+            f"{figures['random_pairs_mean']:.2f} [{figures['random_pairs_lo']:.2f}, {figures['random_pairs_hi']:.2f}]"
+        )
     if "prediction_distance" in report:
         lines.append(
             f"the voice's normalised prediction lies {report['prediction_distance']:.3f} from its face's "
@@ -162,9 +168,10 @@ def evaluate(config: EvaluateDecoderConfig) -> dict:
     if encoder is not None:
         gap = unit_vectors(rows[PREDICTION]) - unit_vectors(rows[FACE_FEATURE])
         report["prediction_distance"] = float(np.linalg.norm(gap, axis=1).mean())
-    drawn = {}
+    drawn, drawn_points = {}, {}
     for source, features in sources.items():
         drawn[source], points = draw_faces(decoder, features, config.batch_size)
+        drawn_points[source] = points
         report["rows"].append(score(source, judge.embed(drawn[source]), gallery, targets))
         nearest = judge.embed(train["crops"][nearest_rows(features, train["features"])])
         report["rows"].append(score(f"  nearest training face to the {source.split()[0]}", nearest, gallery, targets))
@@ -173,6 +180,10 @@ def evaluate(config: EvaluateDecoderConfig) -> dict:
             "hog_face_fraction": float(np.mean([len(detect_faces(c, upsample=0)) > 0 for c in drawn[source]])),
         }
     report["rows"].append(score("mean training face", np.repeat(mean_face, len(targets), 0), gallery, targets))
+    if encoder is not None and len(targets) > 2:  # Oh et al.'s attributes: voice drawings against face drawings
+        report["craniofacial"] = attribute_correlations(
+            *(craniofacial_measures(drawn_points[source]) for source in sources), seed=0
+        )
     print(format_report(report))
     decoder_dir = config.decoder.rsplit("/", 1)[0] if "/" in config.decoder else "."
     out = config.out or storage.join(decoder_dir, f"eval-{config.split}")
