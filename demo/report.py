@@ -16,13 +16,15 @@ from pathlib import Path
 
 from speech2face.dataset import DOWNLOAD, SPLIT, Manifest
 from trainer.decoder.evaluation import format_report
-from trainer.encoder.evaluation import format_table
+from trainer.encoder.evaluation import format_audio_length, format_table
+from trainer.encoder.protocol_reports import CLIP, format_controls, format_leak_check, format_protocol
 
 IMAGES = {
     "curves.png": "runs/demo/curves.png",
     "sweep.png": "runs/sweep/sweep.png",
     "retrieval.png": "eval/retrieval.png",
     "decoder.png": "decoder_eval/decoder_eval.png",
+    "oh_rank_cdf.png": "eval/oh_rank_cdf.png",
 }
 PARAM_COLUMNS = ("lr", "loss_l2norm", "loss_l1")
 
@@ -112,9 +114,33 @@ def _decoder(out: Path, corpus: dict) -> list[str]:
     ]
 
 
+def _protocols(evaluation: dict) -> list[str]:
+    """The published protocols, the controls, the leak check and the audio lengths, as trainer.evaluate
+    printed them (an evaluation from before them has none)."""
+    if "protocols" not in evaluation:
+        return ["(this evaluation predates the published protocols: rerun trainer.evaluate)"]
+    texts = [format_protocol(name, result) for name, result in evaluation["protocols"].items() if name != CLIP]
+    texts.append(format_controls(evaluation["controls"]))
+    texts.append(format_leak_check(evaluation[SPLIT], evaluation["leak_check"]))
+    if "audio_length" in evaluation:
+        texts.append(format_audio_length(evaluation["audio_length"], evaluation["gallery_size"]))
+    return [
+        "Each protocol labelled with its gallery, beside the figures published under it. The demo's test split "
+        "is small (few videos and speakers): its galleries are far smaller than the published ones, and the "
+        "report says so; the figures are not comparable in size, only in kind.",
+        "",
+        "```",
+        "\n\n".join(texts),
+        "```",
+        "",
+        "![the oh protocol's rank CDF against chance](oh_rank_cdf.png)",
+    ]
+
+
 def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> Path:
     for name, source in IMAGES.items():
-        shutil.copyfile(out / source, out / name)
+        if (out / source).exists():  # an evaluation from before the protocols drew no rank CDF
+            shutil.copyfile(out / source, out / name)
     evaluation = json.loads((out / "eval/eval.json").read_text())
     table = format_table(evaluation["recall"], evaluation[SPLIT], evaluation["gallery_size"], evaluation["gallery_by"])
     corpus = json.loads((out / "corpus/corpus_manifest.json").read_text())["config"]
@@ -151,6 +177,10 @@ def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> 
         "```",
         "",
         "![retrieval](retrieval.png)",
+        "",
+        "## The published protocols",
+        "",
+        *_protocols(evaluation),
         "",
         "## Face decoder: voices drawn as faces (Ray Train, preset tiny)",
         "",

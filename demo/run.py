@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     train_args = [*cli_args(run_in + " --lr 1e-3", data=data, runs=runs, name=RUN_NAME), *COMMON_FLAGS]
     decoder_args = [*cli_args(run_in, data=data, runs=runs, name=DECODER_NAME), *DECODER_FLAGS]
     evaluate_args = cli_args(
-        "--data {data} --model {model} --split test --out {out}", data=data, model=model, out=out / "eval"
+        "--data {data} --model {model} --split test --protocols clip,oh,identity,matching --seconds 1,3,6 --out {out}",
+        data=data,
+        model=model,
+        out=out / "eval",
     )
     draw_args = cli_args(
         "--data {data} --decoder {decoder} --model {model} --split test --out {out}",

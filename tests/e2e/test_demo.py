@@ -96,6 +96,10 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     ray_data_log = (out / "logs" / "preprocess.log").read_text()  # Ray's logging: in the step's log, not the console
     assert "Running Dataset" in ray_data_log and "Running Dataset" not in first.stdout
     report = (out / "REPORT.md").read_text()
+    for protocol in ("Oh et al. protocol", "Identity protocol", "Matching (", "Controls (clip protocol",
+                     "Leak check: 0 of the", "Audio length (clip protocol"):  # fmt: skip
+        assert protocol in report, protocol
+    assert (out / "oh_rank_cdf.png").stat().st_size > 0
     for heading in (
         "## Preprocessing (Ray Data)",
         "## Training (Ray Train, preset tiny)",
