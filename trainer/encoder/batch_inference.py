@@ -25,18 +25,21 @@ KEPT = (CLIP_ID, SPLIT, YTID, FACE_FEATURE)  # what the driver gets for each cli
 class EncoderActor:
     """One encoder per actor, loaded once: a batch of stored waveforms in, its predictions out."""
 
-    def __init__(self, model_uri: str, batch_size: int, threads: int, seconds: float | None = None):
+    def __init__(self, model_uri: str, batch_size: int, threads: int, seconds: tuple[float, ...] = ()):
         import torch
 
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"  # Ray shows an actor only the GPUs it reserved
         self.model, self.batch_size = read_model(model_uri, device)[0], batch_size
-        self.seconds = seconds  # None: the whole 6 s; else only the first seconds, looped
+        self.seconds = seconds  # also predict from only the first S seconds of each clip, looped
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        waves = batch[WAVEFORM] if self.seconds is None else first_seconds_looped(batch[WAVEFORM], self.seconds)
-        prediction = embed(self.model, waves, self.batch_size)
-        return {name: values for name, values in batch.items() if name != WAVEFORM} | {PREDICTION: prediction}
+        waves = batch[WAVEFORM]
+        predictions = {PREDICTION: embed(self.model, waves, self.batch_size)}
+        for seconds in self.seconds:
+            predictions[prediction_column(seconds)] = embed(self.model, first_seconds_looped(waves, seconds),
+                                                            self.batch_size)  # fmt: skip
+        return {name: values for name, values in batch.items() if name != WAVEFORM} | predictions
 
 
 def actor_pool(resources: dict, cpus_per_actor: float) -> dict:
@@ -59,16 +62,21 @@ def torch_threads(resources: dict, cpus_per_actor: float) -> int:
     return 1 if resources.get("GPU") else max(1, round(min(cpus_per_actor, resources.get("CPU", 1.0))))
 
 
+def prediction_column(seconds: float) -> str:
+    return f"{PREDICTION}@{seconds:g}s"
+
+
 def predict_split(
     data_uri: str,
     split: str,
     model_uri: str,
     batch_size: int = 16,
     cpus_per_actor: float = 2.0,
-    seconds: float | None = None,
+    seconds: tuple[float, ...] = (),
 ) -> dict:
-    """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays; ``seconds``:
-    predicted from the first seconds of each clip's audio only (``audio.first_seconds_looped``)."""
+    """Every clip of ``split``, sorted by clip_id: ``KEPT`` and ``prediction`` as numpy arrays; for each of
+    ``seconds``, also ``prediction_column(S)``: predicted from the first S seconds of each clip's audio only
+    (``audio.first_seconds_looped``), in the same pass over the split."""
     manifest = Manifest.read(data_uri)
     counts = manifest.counts.per_split
     if not counts.get(split):

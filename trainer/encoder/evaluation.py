@@ -22,7 +22,7 @@ from speech2face.inference import check_same_embedder, gallery_indices, read_fac
 from speech2face.inference.gallery import PREDICTION
 from speech2face.inference.retrieval import BY_VIDEO, GALLERY_MODES
 from speech2face.metrics import RANKS, recall_table, target_ranks
-from trainer.encoder.batch_inference import predict_split
+from trainer.encoder.batch_inference import predict_split, prediction_column
 from trainer.encoder.protocol_reports import (
     CLIP,
     OH_GALLERY,
@@ -96,12 +96,12 @@ def parse_seconds(text: str | None) -> list[float]:
     return values
 
 
-def audio_length_table(config: EvaluateConfig, queries, gallery_rows, targets, faces) -> list[dict]:
+def audio_length_table(config: EvaluateConfig, rows: dict, queries, gallery_rows, targets) -> list[dict]:
     """R@1/5/10 and the median rank of the clip protocol, the model fed only the first S seconds of each clip."""
     table = []
     for seconds in parse_seconds(config.seconds):
-        rows = predict_split(config.data, config.split, config.model, config.batch_size, config.cpus_per_actor, seconds)
-        ranks = target_ranks(_rows(rows[PREDICTION], queries), faces, targets, gallery_rows=gallery_rows)
+        predictions = _rows(rows[prediction_column(seconds)], queries)
+        ranks = target_ranks(predictions, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
         table.append({"seconds": seconds, "median_rank": float(np.median(ranks)),
                       "recall": recall_table(ranks, len(gallery_rows), (1, 5, 10))})  # fmt: skip
     return table
@@ -186,7 +186,8 @@ def _rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
 def evaluate(config: EvaluateConfig) -> dict:
     meta = read_metadata(config.model)
     check_same_embedder(meta, config.data)
-    rows = predict_split(config.data, config.split, config.model, config.batch_size, config.cpus_per_actor)
+    lengths = tuple(parse_seconds(config.seconds))
+    rows = predict_split(config.data, config.split, config.model, config.batch_size, config.cpus_per_actor, lengths)
     groups = rows[YTID] if config.gallery_by == BY_VIDEO else rows[CLIP_ID]
     gallery_rows, targets = gallery_indices(groups.astype(str), rows[CLIP_ID].astype(str), config.gallery_by)
     queries, gallery_rows, targets = sample_gallery(targets, gallery_rows, config.gallery_size, config.seed)
@@ -214,7 +215,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         ],
     }
     if config.seconds:
-        length = audio_length_table(config, queries, gallery_rows, targets, rows[FACE_FEATURE])
+        length = audio_length_table(config, rows, queries, gallery_rows, targets)
         report["audio_length"] = length
         print(format_audio_length(length, len(gallery_rows)))
     report["controls"] = controls(config.data, rows, queries, gallery_rows, targets, config.seed)
