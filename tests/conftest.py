@@ -14,8 +14,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 
+from speech2face.dataset import Layout, Manifest  # noqa: E402
 from tests.support import rgw  # noqa: E402
 from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
+from tests.support.old_data import make_old_layout  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
@@ -93,6 +95,22 @@ def small_dataset(small_corpus, ray_address, tmp_path_factory) -> Path:
                  ray_address=ray_address)  # fmt: skip
     make_read_only(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
+    """VGG-Face features (random weights) in the oldest layout, which must still train and evaluate: a stored
+    spectrogram beside the waveform (--store-spectrogram), no face_landmarks, every split in clips/*.parquet,
+    a version-1 manifest."""
+    data = make_dataset(small_corpus.directory, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
+                        "--vggface-weights", "random", "--val-fraction", "0.4", "--store-spectrogram",
+                        ray_address=ray_address)  # fmt: skip
+    make_old_layout(data)
+    manifest = Manifest.read(str(data))
+    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False,
+                                                             split_partitioned=False, store_source=False,
+                                                             store_download=False))  # fmt: skip
+    return data
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,11 @@ from PIL import Image
 from ray.data.dataset import MaterializedDataset
 
 from speech2face import storage
+from speech2face.dataset import Manifest
+from speech2face.decoder import FaceDecoder
 from speech2face.inference import read_decoder, save_decoder
 from tests.support.cli import TINY_RUN, read_metrics, run
+from trainer.decoder.evaluation import DIFFERENT, EvaluateDecoderConfig, judge_embedder
 
 SPEECH = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav"
 
@@ -154,6 +157,32 @@ def test_evaluation_decodes_faces_and_voices_next_to_the_baselines(decoder_runs,
     assert "mean training face" in result.stdout
     # how far the voice's predictions lie from their faces, the figure train_decoder --feature-noise takes
     assert 0 < report["prediction_distance"] <= 2 and f"lies {report['prediction_distance']:.3f}" in result.stdout
+
+
+def test_a_vggface_decoder_is_judged_by_dlib_by_default(vggface_data, tmp_path):
+    """The judge is another network than the target's: dlib's embeddings of the drawings and of the stored
+    crops, not VGG-Face's. The decoder is an initialised one (the judge's path, not drawing quality, is
+    under test): trained decoders' figures are in benchmarks/RESULTS.md."""
+    manifest = Manifest.read(str(vggface_data))
+    decoder = tmp_path / "run" / "decoder.safetensors"
+    decoder.parent.mkdir()
+    torch.manual_seed(0)
+    save_decoder(FaceDecoder(manifest.embedder.dim, "tiny"), str(decoder), {"embedder": manifest.embedder.to_dict()})
+    out = tmp_path / "eval"
+    result = run("trainer.evaluate_decoder", "--data", str(vggface_data), "--decoder", str(decoder), "--split",
+                 "train", "--train-faces", "4", "--judge", "dlib", "--out", str(out), timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "decoder_eval.json").read_text())
+    assert (report["embedder"], report["judge"], report["judge_label"]) == ("vggface", "dlib", DIFFERENT)
+    assert "embedded by dlib (judge differs from target; the target is vggface)" in result.stdout
+    judged = report["rows"][0]
+    assert judged["name"] == "face -> decoded face" and judged["recall"][0]["chance"] == 1 / report["gallery_size"]
+    # without --judge, the same: dlib is at hand and is not the target's network
+    default = EvaluateDecoderConfig(data=str(vggface_data), decoder=str(decoder))
+    assert judge_embedder(default, manifest)[1:] == ("dlib", DIFFERENT)
+    refused = run("trainer.evaluate_decoder", "--data", str(vggface_data), "--decoder", str(decoder), "--judge",
+                  "unknown", timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "argument --judge: invalid choice: 'unknown'" in refused.stderr
 
 
 def test_predict_draws_the_face_of_a_voice(decoder_runs, tiny_model, tmp_path):

@@ -28,7 +28,8 @@ def test_every_protocol_reports_its_figures_beside_chance(small_dataset, tiny_mo
     assert report["leak_check"] == {"identities": "video id", "in_split": 2, "also_in_train": 0}
     assert "Leak check: 0 of the 2 video ids of test have clips in train" in result.stdout
     controls = report["controls"]
-    assert set(controls) == {"shuffled_voices", "mean_training_face"} and "Controls (clip protocol" in result.stdout
+    assert set(controls) == {"shuffled_voices", "mean_training_face", "nearest_training_face"}
+    assert "Controls (clip protocol" in result.stdout and "nearest training face: R@1" in result.stdout
     for table in controls.values():
         assert [row["k"] for row in table] == [1, 5] and table[0]["chance"] == 0.5
 
@@ -59,6 +60,11 @@ def test_a_leaking_split_is_a_loud_warning_and_audio_lengths_are_a_table(small_d
         (["--gallery-size", "0"], "--gallery-size must be >= 1"),
         (["--draws", "0"], "--draws must be >= 1"),
         (["--seconds", "0"], "--seconds: each length must lie in (0, 6] seconds, got 0"),
+        # the demo's val split is one video: no identity to tell from another (refused before any inference)
+        (
+            ["--split", "val", "--protocols", "clip,identity,matching"],
+            "--protocols identity,matching needs at least two identities; val has 1 (video ids)",
+        ),
     ],
 )
 def test_bad_protocol_settings_are_one_line_errors(flags, message, small_dataset, tiny_model):

@@ -17,10 +17,8 @@ import pytest
 import torch
 
 from speech2face import audio, storage
-from speech2face.dataset import Layout, Manifest
 from speech2face.perf import cpu_has_native_bf16
-from tests.support.cli import ROOT, TINY_RUN, check, make_dataset, read_metrics, run
-from tests.support.old_data import make_old_layout
+from tests.support.cli import ROOT, TINY_RUN, check, read_metrics, run
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +26,6 @@ def dlib_data(small_dataset) -> Path:
     counts = storage.read_json(str(small_dataset / "manifest.json"))["counts"]["per_split"]
     assert counts.get("train", 0) >= 6 and counts.get("val", 0) >= 1, counts
     return small_dataset
-
-
-@pytest.fixture(scope="module")
-def vggface_data(small_corpus, ray_address, tmp_path_factory) -> Path:
-    """VGG-Face features in the oldest layout, which must still train: a stored spectrogram beside the waveform
-    (--store-spectrogram), no face_landmarks, every split in clips/*.parquet, a version-1 manifest."""
-    data = make_dataset(small_corpus.directory, tmp_path_factory.mktemp("vgg_data"), "--face-embedder", "vggface",
-                        "--vggface-weights", "random", "--val-fraction", "0.4", "--store-spectrogram",
-                        ray_address=ray_address)  # fmt: skip
-    make_old_layout(data)
-    manifest = Manifest.read(str(data))
-    assert (manifest.version, manifest.layout) == (1, Layout(store_spectrogram=True, store_landmarks=False,
-                                                             split_partitioned=False, store_source=False,
-                                                             store_download=False))  # fmt: skip
-    return data
 
 
 def test_the_session_ray_answers_state_queries_about_its_own_actors(ray_session, ray_address):

@@ -32,6 +32,7 @@ from trainer.encoder.protocol_reports import (
     format_protocol,
     leak_check,
     parse_protocols,
+    require_identities,
     run_protocol,
 )
 
@@ -185,7 +186,9 @@ def _rows(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 def evaluate(config: EvaluateConfig) -> dict:
     meta = read_metadata(config.model)
-    check_same_embedder(meta, config.data)
+    manifest = check_same_embedder(meta, config.data)
+    protocol_names = parse_protocols(config.protocols)
+    require_identities(config.data, config.split, manifest.layout.store_source, protocol_names)
     lengths = tuple(parse_seconds(config.seconds))
     rows = predict_split(config.data, config.split, config.model, config.batch_size, config.cpus_per_actor, lengths)
     groups = rows[YTID] if config.gallery_by == BY_VIDEO else rows[CLIP_ID]
@@ -223,7 +226,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     report["leak_check"] = leak_check(config.data, config.split, rows)
     print(format_leak_check(config.split, report["leak_check"]))
     report["protocols"] = {CLIP: {"gallery_size": len(gallery_rows), "recall": table}}
-    for name in parse_protocols(config.protocols):
+    for name in protocol_names:
         if name != CLIP:
             result = run_protocol(name, rows, config.gallery_size, config.draws, config.seed)
             report["protocols"][name] = result

@@ -54,6 +54,22 @@ def identities(rows: dict) -> tuple[np.ndarray, str]:
     return rows[YTID].astype(str), "video id"
 
 
+def require_identities(data_uri: str, split: str, store_source: bool, names: list[str]) -> None:
+    """Before any inference: InputError where a protocol that ranks identities meets a split of fewer than two
+    (reads only the split's id columns)."""
+    needing = [name for name in names if name in (IDENTITY, MATCHING)]
+    if not needing:
+        return
+    columns = [YTID, SPEAKER] if store_source else [YTID]
+    table = shards.read_table(clips_uri(data_uri), columns, split=split)
+    labels, kind = identities({column: np.array(table[column].to_pylist(), dtype=object) for column in columns})
+    if len(set(labels)) < 2:
+        raise InputError(
+            f"--protocols {','.join(needing)} needs at least two identities; {split} has {len(set(labels))} "
+            f"({kind}s): evaluate a split with more speakers or videos, or use --protocols clip,oh"
+        )
+
+
 def leak_check(data_uri: str, split: str, rows: dict) -> dict:
     """How many of the split's identities (speakers, else video ids) also have clips in train: a split by
     segment, not by speaker, lets a model recognise voices it trained on (the seed's 51 % R@1)."""
@@ -78,33 +94,45 @@ def format_leak_check(split: str, leak: dict) -> str:
     )
 
 
-def mean_training_face(data_uri: str) -> np.ndarray | None:
-    """The mean of train's L2-normalised face features, read a file at a time (never all of train at
-    once); None without train clips."""
+def training_face_baselines(data_uri: str, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(the mean of train's L2-normalised face features, each prediction's most cosine-similar train face),
+    from one pass over train's features a file at a time (never all of train at once); None without train."""
+    queries = unit_vectors(predictions.astype(np.float32))
     total, count = None, 0
+    best_score = np.full(len(queries), -np.inf, dtype=np.float32)
+    nearest = np.zeros_like(queries)
     for _, table in shards.read_shards(shards.shard_files(clips_uri(data_uri), TRAIN), [FACE_FEATURE], TRAIN):
         if not len(table):
             continue
-        features = tensor_column(table, FACE_FEATURE)
-        block = unit_vectors(features.astype(np.float64)).sum(axis=0)
-        total, count = (block if total is None else total + block), count + len(features)
-    return None if total is None else (total / count).astype(np.float32)
+        faces = unit_vectors(tensor_column(table, FACE_FEATURE).astype(np.float32))
+        total, count = (faces.sum(axis=0, dtype=np.float64) + (0 if total is None else total)), count + len(faces)
+        scores = queries @ faces.T
+        best = scores.argmax(axis=1)
+        better = scores[np.arange(len(queries)), best] > best_score
+        best_score[better] = scores[np.flatnonzero(better), best[better]]
+        nearest[better] = faces[best[better]]
+    return None if total is None else ((total / count).astype(np.float32), nearest)
 
 
 def controls(data_uri: str, rows: dict, queries, gallery_rows, targets, seed: int) -> dict:
-    """The clip protocol's R@K for predictions that know nothing of the voice: each query's prediction
-    scored against another clip's face (shuffled voices), and the mean training face for every query.
-    A result that does not beat them is an artefact, not a voice-face link."""
+    """The clip protocol's R@K for predictions a result must beat: each query's prediction scored against
+    another clip's face (shuffled voices), the mean training face for every query (knows nothing of the
+    voice), and each prediction replaced by its nearest training face (a lookup among faces seen in
+    training, as trainer.evaluate_decoder's baseline). A result that does not beat the first two is an
+    artefact, not a voice-face link."""
     ks = _ks(RANKS, len(gallery_rows))
     predictions = rows[PREDICTION][queries]
-    shuffled = predictions[np.random.default_rng(seed).permutation(len(predictions))]
-    shuffled_ranks = target_ranks(shuffled, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
-    report = {"shuffled_voices": recall_table(shuffled_ranks, len(gallery_rows), ks)}
-    mean_face = mean_training_face(data_uri)
-    if mean_face is not None:
-        same_for_all = np.broadcast_to(mean_face, predictions.shape)
-        ranks = target_ranks(same_for_all, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
-        report["mean_training_face"] = recall_table(ranks, len(gallery_rows), ks)
+
+    def recall(scored: np.ndarray) -> list[dict]:
+        ranks = target_ranks(scored, rows[FACE_FEATURE], targets, gallery_rows=gallery_rows)
+        return recall_table(ranks, len(gallery_rows), ks)
+
+    report = {"shuffled_voices": recall(predictions[np.random.default_rng(seed).permutation(len(predictions))])}
+    baselines = training_face_baselines(data_uri, predictions)
+    if baselines is not None:
+        mean_face, nearest = baselines
+        report["mean_training_face"] = recall(np.broadcast_to(mean_face, predictions.shape))
+        report["nearest_training_face"] = recall(nearest)
     return report
 
 
@@ -144,8 +172,6 @@ def oh_protocol(rows: dict, gallery_size: int | None, draws: int, seed: int) -> 
 def identity_protocol(rows: dict, draws: int, seed: int) -> dict:
     labels, kind = identities(rows)
     names, means = protocols.identity_means(rows[FACE_FEATURE], labels)
-    if len(names) < 2:
-        raise InputError(f"the identity protocol needs at least two identities; the split has {len(names)} ({kind})")
     index = {name: i for i, name in enumerate(names)}
     targets = np.array([index[label] for label in labels])
     size = min(IDENTITY_GALLERY, len(names))
@@ -164,8 +190,6 @@ def identity_protocol(rows: dict, draws: int, seed: int) -> dict:
 
 def matching_protocol(rows: dict, seed: int) -> dict:
     labels, kind = identities(rows)
-    if len(set(labels)) < 2:
-        raise InputError(f"the matching protocol needs at least two identities; the split has 1 ({kind})")
     return {"identities": kind, **protocols.matching(rows[PREDICTION], rows[FACE_FEATURE], labels, seed),
             "published": PUBLISHED[MATCHING]}  # fmt: skip
 
