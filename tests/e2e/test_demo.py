@@ -62,13 +62,12 @@ def data(demo):
 
 
 @pytest.fixture(scope="module")
-def evaluation(run_dir, data, ray_address, tmp_path_factory):
-    """trainer.evaluate of the demo's model, as a job joining a running Ray (the session's)."""
-    out = tmp_path_factory.mktemp("eval-test")
-    result = check(run("trainer.evaluate", "--data", str(data), "--model", str(run_dir / "model.safetensors"),
-                       "--split", "test", "--gallery-by", "ytid", "--out", str(out), timeout=300,
-                       ray_address=ray_address))  # fmt: skip
-    return result.stdout, json.loads((out / "eval.json").read_text()), out
+def evaluation(demo):
+    """The table the demo's trainer.evaluate step printed (in its log), and what it wrote: a job that joined
+    the demo's Ray."""
+    out, log = demo[0] / "eval", (demo[0] / "logs" / "evaluate.log").read_text()
+    table = log[log.index("Retrieval on ") : log.index("\n", log.index("R@100"))]
+    return table, json.loads((out / "eval.json").read_text()), out
 
 
 def test_learns_voice_to_face_on_unseen_speakers(demo, evaluation, run_dir, capsys):
@@ -143,18 +142,6 @@ def test_evaluate_prints_table_and_writes_json_and_retrieval_png(evaluation):
     with Image.open(out / "retrieval.png") as image:
         width, height = image.size
         assert image.format == "PNG" and width >= 600 and height >= 600  # 6 rows of 6 faces
-
-
-def test_evaluate_clip_gallery_and_sampled_gallery(run_dir, data, ray_address, tmp_path):
-    model = str(run_dir / "model.safetensors")
-    by_clip = check(run("trainer.evaluate", "--data", str(data), "--model", model, "--gallery-by", "clip",
-                        "--out", str(tmp_path / "clip"), timeout=300, ray_address=ray_address))  # fmt: skip
-    report = json.loads((tmp_path / "clip" / "eval.json").read_text())
-    assert report["gallery_size"] == report["queries"] and "one face per clip" in by_clip.stdout
-    check(run("trainer.evaluate", "--data", str(data), "--model", model, "--gallery-size", "10",
-              "--out", str(tmp_path / "ten"), timeout=300, ray_address=ray_address))  # fmt: skip
-    sampled = json.loads((tmp_path / "ten" / "eval.json").read_text())
-    assert sampled["gallery_size"] == 10 and sampled["recall"][2]["recall"] == 1.0  # R@10 of 10 faces
 
 
 def test_predict_ranks_the_speakers_face_from_raw_audio(evaluation, run_dir, data, demo, tmp_path):
