@@ -9,8 +9,11 @@ import pytest
 
 from speech2face import shards
 from speech2face.dataset import FACE_FEATURE, TRAIN, clips_uri, tensor_column
-from speech2face.metrics import unit_vectors
+from speech2face.inference import gallery_indices
+from speech2face.inference.retrieval import BY_CLIP
+from speech2face.metrics import RANKS, recall_table, unit_vectors
 from tests.support.cli import check, run
+from trainer.encoder.evaluation import format_table, sample_gallery
 from trainer.encoder.protocol_reports import training_face_baselines
 from trainer.evaluate import main as evaluate_main
 
@@ -64,13 +67,16 @@ def test_the_training_face_baselines_of_train_faces_are_those_faces_and_their_me
     np.testing.assert_allclose(mean_face, faces.mean(axis=0), atol=1e-6)
 
 
-def test_a_gallery_of_one_face_per_clip_sampled_to_three(small_dataset, tiny_model, ray_address, tmp_path):
-    result = check(run("trainer.evaluate", "--data", str(small_dataset), "--model", str(tiny_model), "--gallery-by",
-                       "clip", "--gallery-size", "3", "--out", str(tmp_path), ray_address=ray_address))  # fmt: skip
-    report = json.loads((tmp_path / "eval.json").read_text())
-    assert "gallery of 3 faces (one face per clip)" in result.stdout
-    assert report["gallery_size"] == report["queries"] == 3  # only the queries whose face was kept
-    assert [row["recall"] for row in report["recall"][:2]] == [report["recall"][0]["recall"], 1.0]  # R@5 of 3
+def test_a_gallery_of_one_face_per_clip_sampled_to_three():
+    clips = np.array(["a_0", "a_1", "b_0", "c_0", "d_0"])
+    gallery_rows, targets = gallery_indices(clips, clips, BY_CLIP)
+    queries, kept_rows, kept_targets = sample_gallery(targets, gallery_rows, 3, seed=0)
+    assert len(kept_rows) == len(queries) == 3  # only the queries whose face was kept
+    assert np.array_equal(kept_rows[kept_targets], gallery_rows[targets[queries]])  # each still finds its own
+    assert sample_gallery(targets, gallery_rows, None, seed=0)[1] is gallery_rows  # no size: every face
+    table = recall_table(np.array([1, 2, 3]), 3, RANKS)
+    assert "gallery of 3 faces (one face per clip)" in format_table(table, "test", 3, BY_CLIP)
+    assert [row["recall"] for row in table[:2]] == [1 / 3, 1.0]  # R@5 of 3 faces
 
 
 @pytest.mark.parametrize(
