@@ -13,6 +13,7 @@ from speech2face.inference import gallery_indices
 from speech2face.inference.retrieval import BY_CLIP
 from speech2face.metrics import RANKS, recall_table, unit_vectors
 from tests.support.cli import check, run
+from trainer.encoder import protocol_reports
 from trainer.encoder.evaluation import format_table, sample_gallery
 from trainer.encoder.protocol_reports import training_face_baselines
 from trainer.evaluate import main as evaluate_main
@@ -58,7 +59,8 @@ def test_every_protocol_beside_chance_with_controls_audio_lengths_and_a_loud_lea
     assert lengths[2]["recall"] == [row for row in report["recall"] if row["k"] in (1, 5, 10)]
 
 
-def test_the_training_face_baselines_of_train_faces_are_those_faces_and_their_mean(small_dataset):
+def test_the_training_face_baselines_of_train_faces_are_those_faces_and_their_mean(small_dataset, monkeypatch):
+    monkeypatch.setattr(protocol_reports, "QUERY_BLOCK", 4)  # the 6 queries in two blocks
     train = shards.read_table(clips_uri(str(small_dataset)), [FACE_FEATURE], split=TRAIN)
     faces = unit_vectors(tensor_column(train, FACE_FEATURE).astype(np.float32))
     queries = faces[::-1] * 3  # any length: cosine

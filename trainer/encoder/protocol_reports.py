@@ -94,6 +94,9 @@ def format_leak_check(split: str, leak: dict) -> str:
     )
 
 
+QUERY_BLOCK = 4096  # queries scored at once against a file of train's faces: 4096 x 5,000 x 4 B = 82 MB
+
+
 def training_face_baselines(data_uri: str, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(the mean of train's L2-normalised face features, each prediction's most cosine-similar train face),
     from one pass over train's features a file at a time (never all of train at once); None without train."""
@@ -106,11 +109,14 @@ def training_face_baselines(data_uri: str, predictions: np.ndarray) -> tuple[np.
             continue
         faces = unit_vectors(tensor_column(table, FACE_FEATURE).astype(np.float32))
         total, count = (faces.sum(axis=0, dtype=np.float64) + (0 if total is None else total)), count + len(faces)
-        scores = queries @ faces.T
-        best = scores.argmax(axis=1)
-        better = scores[np.arange(len(queries)), best] > best_score
-        best_score[better] = scores[np.flatnonzero(better), best[better]]
-        nearest[better] = faces[best[better]]
+        for start in range(0, len(queries), QUERY_BLOCK):  # scores of a block of queries, not of the split
+            block = slice(start, start + QUERY_BLOCK)
+            scores = queries[block] @ faces.T
+            best = scores.argmax(axis=1)
+            score = scores[np.arange(len(best)), best]
+            better = score > best_score[block]
+            best_score[block][better] = score[better]
+            nearest[block][better] = faces[best[better]]
     return None if total is None else ((total / count).astype(np.float32), nearest)
 
 
