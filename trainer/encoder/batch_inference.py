@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from speech2face.audio import first_seconds_looped
+from speech2face.audio import CLIP_SECONDS, first_seconds_looped
 from speech2face.dataset import CLIP_ID, FACE_FEATURE, SPEAKER, SPLIT, WAVEFORM, YTID, Manifest
 from speech2face.errors import InputError
 from speech2face.inference import embed, read_model
@@ -37,11 +37,11 @@ class EncoderActor:
         waves = batch[WAVEFORM]
         predictions = {PREDICTION: embed(self.model, waves, self.batch_size)}
         for seconds in self.seconds:
-            shorter = first_seconds_looped(waves, seconds)
-            same = shorter.shape == waves.shape and np.array_equal(shorter, waves)  # S = 6: the whole clip
-            predictions[prediction_column(seconds)] = (
-                predictions[PREDICTION] if same else embed(self.model, shorter, self.batch_size)
-            )
+            if seconds >= CLIP_SECONDS:  # the stored waveform itself: its prediction is the one above
+                predictions[prediction_column(seconds)] = predictions[PREDICTION]
+            else:
+                shorter = first_seconds_looped(waves, seconds)
+                predictions[prediction_column(seconds)] = embed(self.model, shorter, self.batch_size)
         return {name: values for name, values in batch.items() if name != WAVEFORM} | predictions
 
 
