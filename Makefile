@@ -8,10 +8,10 @@ REQS   := requirements.txt requirements-nodeps.txt requirements-dev.txt requirem
 
 # binary:debian-package pairs; only missing ones are installed.
 # A path instead of a binary checks that file (a package of data). The test-only ones: a real S3 server
-# (Ceph RGW), Chromium for the web page test, real human speech.
+# (Ceph RGW), Chromium for the web page test, Prometheus for the metrics tests, real human speech.
 SYSTEM_DEPS := ffmpeg:ffmpeg ffprobe:ffmpeg espeak-ng:espeak-ng sox:sox \
                radosgw:radosgw ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-authtool:ceph-common \
-               chromium:chromium chromedriver:chromium-driver \
+               chromium:chromium chromedriver:chromium-driver prometheus:prometheus \
                /usr/share/pocketsphinx/test/data/librivox:pocketsphinx-testdata
 
 .PHONY: setup system-deps lint format test test-fast demo demo-sources clean

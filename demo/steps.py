@@ -3,12 +3,14 @@ person reads (commands, progress, summaries) and each step's whole output in its
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -27,55 +29,113 @@ class Steps:
         print(f"[demo] {title}: {seconds:.1f} s", flush=True)
 
 
-# Lines of Ray's own logging and progress a person does not read on the console; they stay in the step's log.
-RAY_NOISE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+INFO |Running Dataset|execution finished in|row/s\]|- split\(|"
-    r"Checkpoint successfully created|Reporting training result|progress UI is available|Starting execution of Dataset|"
-    r"Execution plan of Dataset|Requesting resources:|Attempting to start training worker group|"
-    r"RayDeprecationWarning|self\.exclude_resources|Progress will be logged|has constructor arguments in the object|"
-    r"^\(\w+ pid=\d+\)\s*$"
-)
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Ray Data's periodic progress report (stdout is not a terminal): one "-- MapBatches(Stage): done/total" per stage.
-STAGE_PROGRESS = re.compile(r"logging_progress\.py:\d+ -- MapBatches\((\w+?)(?:Stage)?\): (\d+/\d+)")
-REPORT_END = re.compile(r"logging_progress\.py:\d+ -- =+$")
 LOG_DIR = "logs"
+PROGRESS_EVERY_S = 10  # as often as Ray Data itself logs progress where stdout is not a terminal
+_dashboard = ""  # the demo's Ray dashboard (start_demo_ray): where run_cli asks for a step's progress
 
 
 def run_cli(module: str, *args: str, log: Path) -> None:
     """One step's CLI in a subprocess that joins our Ray through RAY_ADDRESS.
 
-    Its whole output goes to ``log``; the console gets the lines a person reads (steps, progress, summaries).
+    Our CLIs print what a person reads (their lines, and their Ray workers' prints) to stdout; Ray logs to
+    stderr (its loggers, Ray Data's progress, warnings, what workers log). The console gets the stdout, and
+    every 10 s the step's Ray Data progress from the dashboard; ``log`` gets both streams, line by line.
     """
     command = [sys.executable, "-m", module, *args]
     print("[demo] $ python " + " ".join(command[1:]), flush=True)
     print(f"[demo]   (full log: {log})", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # progress lines as they happen, not at exit
+    # unbuffered: lines as they happen, in the order they happen; no colour codes around workers' prefixes
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_COLOR_PREFIX": "0"}
     with (
         open(log, "w") as file,
         subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env
         ) as process,
+        DatasetProgress(process.pid),
     ):
-        progress: dict[str, str] = {}
-        for line in process.stdout:
-            file.write(line)
-            plain = ANSI.sub("", line).rstrip()
-            if found := STAGE_PROGRESS.search(plain):
-                progress[found[1]] = found[2]
-            elif REPORT_END.search(plain) and progress:
-                print("[demo]   progress (blocks done/seen): " + ", ".join(f"{k} {v}" for k, v in progress.items()))
-                progress.clear()
-            elif plain.strip() and not RAY_NOISE.search(plain):
-                print(plain, flush=True)
+        lock = threading.Lock()  # whole lines into the log, from either stream
+
+        def copy(stream, show: bool) -> None:
+            for line in stream:
+                with lock:
+                    file.write(line)
+                if show:
+                    _say(line)
+
+        ray_logging = threading.Thread(target=copy, args=(process.stderr, False), daemon=True)
+        ray_logging.start()
+        copy(process.stdout, True)
+        ray_logging.join()
     if process.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-40:]
-        print("\n".join(ANSI.sub("", line) for line in tail), file=sys.stderr)
+        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
         raise SystemExit(
             f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
             "and rerun: finished steps are reused"
         )
+
+
+class DatasetProgress:
+    """While a step runs, every PROGRESS_EVERY_S: a line of its running datasets' map_batches stages, from the
+    endpoint behind the dashboard's Ray Data view (blocks each stage has output, of those it will); then the
+    last figures of those that ended since, once more as the step ends."""
+
+    def __init__(self, pid: int):
+        self.pid, self.job, self.running, self.last = pid, None, set(), ""
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._every, daemon=True)
+
+    def __enter__(self) -> DatasetProgress:
+        if _dashboard:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+            self._report()
+
+    def _every(self) -> None:
+        while not self.stop.wait(PROGRESS_EVERY_S):
+            self._report()
+
+    def _report(self) -> None:
+        try:
+            self.job = self.job or _job_of(self.pid)
+            datasets = _get(f"/api/data/datasets/{self.job}")["datasets"] if self.job else []
+        except (OSError, ValueError):  # the dashboard did not answer this time
+            return
+        shown = [dataset for dataset in datasets if dataset["state"] == "RUNNING" or dataset["dataset"] in self.running]
+        self.running = {dataset["dataset"] for dataset in datasets if dataset["state"] == "RUNNING"}
+        line = ", ".join(
+            f"{name.removeprefix('MapBatches(').removesuffix(')').removesuffix('Stage')} "
+            f"{operator['progress']}/{operator['total'] or '?'}"
+            for dataset in shown
+            for operator in dataset["operators"]
+            if (name := operator.get("name", "")).startswith("MapBatches(")
+        )
+        if line and line != self.last:
+            _say(f"[demo]   progress (blocks done/total): {line}\n")
+            self.last = line
+
+
+def _job_of(pid: int) -> str | None:
+    """The Ray job whose driver is process ``pid``."""
+    return next(
+        (job["job_id"] for job in _get("/api/jobs/") if (job.get("driver_info") or {}).get("pid") == str(pid)), None
+    )
+
+
+def _say(line: str) -> None:
+    """One write a line: the step's output and its progress, from two threads, never mix within a line."""
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def _get(path: str):
+    with urllib.request.urlopen(f"http://{_dashboard}{path}", timeout=5) as response:
+        return json.load(response)
 
 
 def start_demo_ray(num_cpus: int) -> str:
@@ -83,8 +143,10 @@ def start_demo_ray(num_cpus: int) -> str:
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # loopback only; the cluster docs keep token auth on
+    global _dashboard
     context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
-    print(f"[demo] Ray dashboard: http://{context.dashboard_url}", flush=True)
+    _dashboard = context.dashboard_url
+    print(f"[demo] Ray dashboard: http://{_dashboard}", flush=True)
     return ray.get_runtime_context().gcs_address
 
 

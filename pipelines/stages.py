@@ -28,6 +28,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+import telemetry
 from pipelines.failures import write_failures
 from pipelines.preprocess.config import PreprocessConfig
 from pipelines.preprocess.sizing import PoolSizes
@@ -58,6 +59,7 @@ from speech2face.dataset import (
     SEGMENT_COLUMNS,
     SOURCE_COLUMNS,
     SPECTROGRAM,
+    SPLIT,
     STAGE,
     START,
     VIDEO_FORMAT,
@@ -121,6 +123,7 @@ def _run_row(row: dict, stage: str, fn: Callable[[dict], dict], clock=cpu_second
         row[STAGE], row[ERROR] = stage, f"{type(error).__name__}: {error}"[:2000]
         row[REASON] = getattr(error, "reason", "")
     row[f"cpu_{stage}_s"] = clock() - started + (extra_cpu() if extra_cpu else 0.0)
+    telemetry.stage_done(stage, row[f"cpu_{stage}_s"], row[REASON] if row.get(STAGE) == stage else None)
 
 
 class DownloadStage:
@@ -170,6 +173,7 @@ class DownloadStage:
             if row.get(MEDIA):
                 return {VIDEO: fetch_media(row[MEDIA], row[START], row[END], self.cut_media, tmp).read_bytes()}
             got = download_segment(row[YTID], row[START], row[END], tmp, self.config)
+            telemetry.downloaded(got.bytes_read)
             return {
                 VIDEO: got.path.read_bytes(),
                 DOWNLOAD_BYTES: got.bytes_read,
@@ -356,7 +360,7 @@ class FeatureStage:
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         rows = batch.to_dict("records")
         try:
-            return self._features(rows)
+            table = self._features(rows)
         except Exception:  # noqa: BLE001 - find the clip(s) at fault, keep the rest
             good, bad = [], []
             for row in rows:
@@ -365,9 +369,11 @@ class FeatureStage:
                 except Exception as error:  # noqa: BLE001
                     row[STAGE], row[ERROR] = FEATURE, f"{type(error).__name__}: {error}"[:2000]
                     bad.append(row)
+                    telemetry.failed(FEATURE)
             write_failures(bad, self.failures_uri, FEATURE)
-            empty = self.schema.empty_table()
-            return pa.concat_tables(good) if good else empty
+            table = pa.concat_tables(good) if good else self.schema.empty_table()
+        telemetry.clips_passed(table.column(SPLIT).to_pylist())
+        return table
 
 
 def _value(value):

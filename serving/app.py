@@ -31,7 +31,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from ray import serve
 
-from serving.uploads import ApiError, decode_upload, read_upload
+import telemetry
+from serving.config import BuildArgs, BuildArgsModel, ReplicaConfig, ServiceConfig, check_inputs
+from serving.uploads import ApiError, Upload, decode_upload, read_upload
 from speech2face import flags, inference
 from speech2face.dataset import EMBEDDER
 from speech2face.flags import flag
@@ -41,45 +43,6 @@ api = FastAPI(title="Speech2Face", docs_url="/api/docs", openapi_url="/api/opena
 
 
 PROG = "python -m serving.app"
-
-
-@dataclass(kw_only=True)
-class ServiceConfig:
-    model: str = flag(help="model.safetensors of a trainer.train run")
-    gallery: str = flag(help="preprocess output (dir or s3://) whose faces are ranked")
-    gallery_split: str | None = flag(None, help="only faces of this split (default: every split)")
-    decoder: str | None = flag(None, help="decoder.safetensors of a trainer.train_decoder run: also draw the face")
-    top: int = flag(5, minimum=1, help="faces returned per request")
-    max_upload_mb: float = flag(25.0, above=0, help="larger uploads get 413")
-    max_batch_size: int = flag(8, minimum=1, help="requests batched into one encoder call")
-    batch_wait_s: float = flag(0.02, minimum=0, help="how long a batch waits to fill")
-
-
-@dataclass(kw_only=True)
-class ReplicaConfig:
-    num_replicas: int = flag(1, minimum=1, help="replicas of the model (fixed count)")
-    min_replicas: int | None = flag(None, minimum=1, help="autoscaling: at least this many replicas")
-    max_replicas: int | None = flag(None, minimum=1, help="autoscaling: at most this many (turns autoscaling on)")
-    num_cpus_per_replica: float = flag(1.0, minimum=0, help="CPUs each replica reserves")
-    num_gpus_per_replica: float = flag(0.0, minimum=0, help="GPUs each replica reserves (e.g. 0.25)")
-
-    def deployment_options(self) -> dict:
-        actor = {"num_cpus": self.num_cpus_per_replica, "num_gpus": self.num_gpus_per_replica}
-        if self.max_replicas is None:
-            return {"num_replicas": self.num_replicas, "ray_actor_options": actor}
-        scaling = {"min_replicas": self.min_replicas or 1, "max_replicas": self.max_replicas}
-        return {"autoscaling_config": scaling, "ray_actor_options": actor}
-
-
-@dataclass(kw_only=True)
-class BuildArgs(ReplicaConfig, ServiceConfig):
-    """What ``serve run serving.app:build name=value ...`` takes: the service and its replicas."""
-
-    def split(self) -> tuple[ServiceConfig, ReplicaConfig]:
-        def part(cls):
-            return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
-
-        return part(ServiceConfig), part(ReplicaConfig)
 
 
 @dataclass(kw_only=True)
@@ -115,6 +78,13 @@ def _versions() -> dict:
     return {name: metadata.version(name) for name in ("speech2face-ray", "ray", "torch")}
 
 
+@dataclass(frozen=True)
+class Encoded:
+    feature: np.ndarray
+    seconds: float  # of real audio in the upload
+    batch_size: int  # requests that shared its encoder call
+
+
 @serve.deployment(name="Speech2Face")
 @serve.ingress(api)
 class Speech2FaceService:
@@ -130,8 +100,22 @@ class Speech2FaceService:
         self.encode_batch.set_batch_wait_timeout_s(config.batch_wait_s)
 
     @serve.batch
-    async def encode_batch(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        return list(await asyncio.to_thread(inference.predict_features, self.model, np.stack(waves)))
+    async def encode_batch(self, requests: list[tuple[Upload, float]]) -> list[Encoded | ApiError]:
+        """Decode and encode the requests of one batch together. The batch gathers requests as soon as their
+        bytes have arrived, not after their decode, so it fills while the previous one runs; an upload that
+        does not decode fails only its own request."""
+        decoded = await asyncio.gather(
+            *(asyncio.to_thread(decode_upload, upload, start) for upload, start in requests), return_exceptions=True
+        )
+        waves = [answer[0] for answer in decoded if not isinstance(answer, BaseException)]
+        features = iter([])
+        if waves:
+            features = iter(await asyncio.to_thread(inference.predict_features, self.model, np.stack(waves)))
+            telemetry.batch_encoded(len(waves))
+        return [
+            answer if isinstance(answer, BaseException) else Encoded(next(features), answer[1], len(waves))
+            for answer in decoded
+        ]
 
     @api.get("/", response_class=HTMLResponse)
     async def page(self) -> str:
@@ -159,12 +143,25 @@ class Speech2FaceService:
 
     @api.post("/api/predict")
     async def predict(self, request: Request, start: float = 0.0) -> dict:
-        started = time.perf_counter()
+        started, status = time.perf_counter(), 500
+        try:
+            answer = await self._answer(request, start, started)
+            status = 200
+            return answer
+        except ApiError as error:
+            status = error.status
+            raise
+        finally:  # every answer, refusals and errors too, in s2f_serve_requests and its seconds
+            telemetry.request_done(status, time.perf_counter() - started)
+
+    async def _answer(self, request: Request, start: float, started: float) -> dict:
         if start < 0:
             raise ApiError(400, f"start must be >= 0 seconds, got {start}")
         upload = await read_upload(request, int(self.config.max_upload_mb * 2**20))
-        wave, seconds = await asyncio.to_thread(decode_upload, upload, start)
-        feature = await self.encode_batch(wave)
+        encoded = await self.encode_batch((upload, start))
+        if isinstance(encoded, BaseException):
+            raise encoded
+        feature = encoded.feature
         matches = self.gallery.nearest(feature, self.config.top)
         faces = await asyncio.to_thread(self.gallery.face_jpegs, [m.pop("index") for m in matches])
         for match, face in zip(matches, faces, strict=True):
@@ -174,40 +171,34 @@ class Speech2FaceService:
             drawn = _png_data_url((await asyncio.to_thread(inference.draw_faces, self.decoder, feature[None]))[0][0])
         return {
             "filename": upload.filename,
-            "audio_seconds": round(seconds, 3),
+            "audio_seconds": round(encoded.seconds, 3),
             "feature_dim": int(feature.shape[0]),
             "feature_norm": float(np.linalg.norm(feature)),
             "gallery_size": len(self.gallery),
             "top": matches,
             "drawn_face": drawn,
+            "batch_size": encoded.batch_size,
             "elapsed_ms": round(1000 * (time.perf_counter() - started), 1),
         }
 
 
-def _check_inputs(config: ServiceConfig) -> None:
-    """Refuse a missing model or gallery before any replica starts (each would fail the same way)."""
-    flags.validate(config)
-    meta = inference.read_model(config.model)[1]
-    inference.check_same_embedder(meta, config.gallery)
-    if config.decoder:
-        inference.check_embedder(inference.read_decoder(config.decoder)[1], inference.embedder_of(meta), "the model")
-
-
 def build_app(config: ServiceConfig, replicas: ReplicaConfig | None = None):
-    options = (replicas or ReplicaConfig()).deployment_options()
-    return Speech2FaceService.options(**options).bind(config)
+    replicas = replicas or ReplicaConfig()
+    config = dataclasses.replace(config, max_batch_size=replicas.batch_size(config.max_batch_size))
+    return Speech2FaceService.options(**replicas.deployment_options(config.max_batch_size)).bind(config)
 
 
-def build(args: dict):
-    """``serve run serving.app:build model=M gallery=D [top=5 num_replicas=2 ...]``: strings, as Serve passes them."""
-    config, replicas = flags.from_strings(BuildArgs, args).split()
-    _check_inputs(config)
+def build(args: BuildArgsModel):
+    """``serve run serving.app:build model=M gallery=D [top=5 num_replicas=2 ...]`` or an application of
+    serve_config.yaml: Serve validates the arguments with ``BuildArgsModel`` (made from the same flags)."""
+    config, replicas = BuildArgs(**args.model_dump()).split()
+    check_inputs(config)
     return build_app(config, replicas)
 
 
 def serve_until_stopped(command: ServeCommand) -> int:
     config, replicas = command.split()
-    _check_inputs(config)
+    check_inputs(config)
     stop = threading.Event()  # set by Ctrl-C or SIGTERM, also during start-up: the app is then shut down
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -235,6 +235,7 @@ class Manifest:
     wall_time_s: float = 0.0
     object_store: dict | None = None  # the run's peak object-store use; None if nothing ran
     downloads: dict | None = None  # bytes per downloaded clip and the formats chosen; None if none was
+    ray_job: str | None = None  # the Ray job id of the last run that processed rows: its metrics' `job` tag
     version: int = MANIFEST_VERSION
 
     @classmethod
@@ -264,6 +265,7 @@ class Manifest:
             wall_time_s=values.get("wall_time_s", 0.0),
             object_store=values.get("object_store"),
             downloads=values.get("downloads"),
+            ray_job=values.get("ray_job"),
             version=version,
         )
 

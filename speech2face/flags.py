@@ -176,33 +176,6 @@ def parse(cls: type, argv: list[str] | None, prog: str, description: str | None 
     return config
 
 
-def from_strings(cls: type, values: dict[str, str]):
-    """``cls`` from ``name=value`` strings (``serve run module:app name=value``), each converted by its field's type."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if flag_of(f)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise InputError(f"unknown argument(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
-    hints, typed = _hints(cls), {}
-    for name, text in values.items():
-        kind = _inner(hints[name])[0]
-        try:
-            if kind is bool:
-                typed[name] = {"true": True, "1": True, "false": False, "0": False}[str(text).lower()]
-            elif flag_of(fields[name]).parse is not None:
-                typed[name] = flag_of(fields[name]).parse(text)
-            else:
-                convert, count = _converter(hints[name])
-                typed[name] = tuple(convert(v) for v in str(text).split(",")) if count else convert(text)
-        except (ValueError, KeyError):
-            raise InputError(f"{name}={text!r} is not a valid {getattr(kind, '__name__', kind)}") from None
-    missing = sorted(n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in typed)
-    if missing:
-        raise InputError(f"missing argument(s) {', '.join(missing)}")
-    config = cls(**typed)
-    validate(config)
-    return config
-
-
 def _text(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 

@@ -18,6 +18,7 @@ from speech2face.dataset import Layout, Manifest  # noqa: E402
 from tests.support import rgw  # noqa: E402
 from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
 from tests.support.old_data import make_old_layout  # noqa: E402
+from tests.support.prometheus import METRICS_REPORT_MS  # noqa: E402
 
 # Logical CPUs for the shared Ray instance: more than the 2 cores, so the pipeline's actor pools
 # (which reserve fractional CPUs) never starve the tasks that feed them.
@@ -56,7 +57,8 @@ def ray_session(request):
         for name in rgw.OVERRIDING_AWS_SETTINGS if s3_settings else ():
             os.environ.pop(name, None)  # a developer's own AWS setup must not redirect the workers
         ray.init(address="local", num_cpus=RAY_TEST_CPUS, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=free_port(), log_to_driver=False)  # fmt: skip
+                 dashboard_port=free_port(), log_to_driver=False,
+                 _system_config={"metrics_report_interval_ms": METRICS_REPORT_MS})  # fmt: skip
     yield ray
     ray.shutdown()
 

@@ -27,6 +27,12 @@ def saved_statuses(results) -> dict[str, str]:
     return {trial.trial_id: trial.status for trial in saved.trials}
 
 
+def finished_status(error: bool, epochs: int, planned: int) -> str:
+    """A finished trial's status, in trials.csv and the sweep's metrics: it failed, the scheduler stopped it
+    before its last epoch, or it ran all of them."""
+    return "ERROR" if error else ("STOPPED_EARLY" if epochs < planned else "TERMINATED")
+
+
 def trial_rows(results, args, statuses: dict[str, str]) -> list[dict]:
     """One row per trial: id, params, final and best metric, epochs run, status."""
     rows = []
@@ -39,7 +45,7 @@ def trial_rows(results, args, statuses: dict[str, str]) -> list[dict]:
         if statuses.get(trial_id) not in FINISHED:
             status = "INTERRUPTED"
         else:
-            status = "ERROR" if result.error else ("STOPPED_EARLY" if epochs < args.epochs else "TERMINATED")
+            status = finished_status(bool(result.error), epochs, args.epochs)
         row = {"trial_id": trial_id}
         row.update({name: result.config.get(name) for name in PARAMS if name in result.config})
         row.update(

@@ -81,6 +81,7 @@ def build_tuner(args: SweepConfig, space: SearchSpace, concurrency: int):
     from ray.tune.search.optuna import OptunaSearch
 
     from tuning.placement import FreeTrialPlacementGroups
+    from tuning.trial_metrics import TrialMetrics
 
     # The trial's own actor only waits on trainer.fit(); the Train workers hold the real resources.
     # A whole CPU for it would leave Ray Data's read tasks none on a small machine (a deadlock), and
@@ -89,9 +90,8 @@ def build_tuner(args: SweepConfig, space: SearchSpace, concurrency: int):
         tune.with_parameters(run_trial, base=base_train_config(args, space.distill)), {"CPU": TRIAL_DRIVER_CPUS}
     )
     filesystem, path = storage.resolve(args.storage)
-    run_config = tune.RunConfig(
-        name=args.name, storage_path=path, storage_filesystem=filesystem, callbacks=[FreeTrialPlacementGroups()]
-    )
+    callbacks = [FreeTrialPlacementGroups(), TrialMetrics(args.name, args.epochs)]
+    run_config = tune.RunConfig(name=args.name, storage_path=path, storage_filesystem=filesystem, callbacks=callbacks)
     if args.resume:
         experiment = storage.join(args.storage, args.name)
         if not tune.Tuner.can_restore(path + "/" + args.name, storage_filesystem=filesystem):
@@ -137,10 +137,13 @@ def sweep(args: SweepConfig) -> int:
     if not has_classifier:
         print(
             "[sweep] the data's embedder has no classifier (dlib): loss_distill is fixed at 0 and "
-            "temperature is not swept",
-            file=sys.stderr,
+            "temperature is not swept"
         )
     resources = start_cluster((args.max_concurrent_trials or 1) * args.trial_cpus() + DATA_CPUS)
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    print(f'[sweep] Ray job {job}: its metrics (s2f_sweep_*) carry JobId="{job}" and sweep="{args.name}"')
     concurrency = concurrent_trials(args, resources)
     problem = check_fits(args, concurrency, resources)
     if problem and not os.environ.get("RAY_ADDRESS"):  # a local Ray: nothing will add CPUs

@@ -102,6 +102,7 @@ def summarize(
     wall_s: float,
     processed: int,
     object_store: dict | None = None,
+    ray_job: str | None = None,
 ) -> Manifest:
     import ray
     import torch
@@ -136,6 +137,7 @@ def summarize(
         wall_time_s=round(wall_s, 2),
         object_store=object_store,
         downloads=_downloads(clips),
+        ray_job=ray_job,
     )
 
 

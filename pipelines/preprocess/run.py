@@ -25,6 +25,7 @@ import warnings
 
 import pandas as pd
 
+import telemetry
 from pipelines.preprocess.config import PROG, PreprocessConfig
 from pipelines.preprocess.dry_run import dry_run
 from pipelines.preprocess.ledger import plan, read_segments
@@ -55,17 +56,23 @@ def run(config: PreprocessConfig) -> Manifest | dict:
     segments = read_segments(config, failures_uri)
     todo = plan(config, segments, clips_uri, failures_uri)
 
-    object_store = None
+    object_store = ray_job = None
     if len(todo):
         from pipelines.object_store import ObjectStorePeak
 
         ray.init(ignore_reinit_error=True)
+        ray_job = ray.get_runtime_context().get_job_id()
+        telemetry.rows_planned(len(todo))
+        print(f'[preprocess] Ray job {ray_job}: its metrics (s2f_preprocess_*) carry JobId="{ray_job}"')
         rows = build_dataset(config, todo, failures_uri, embedder, ray.cluster_resources(), cpu_nodes())
         with ObjectStorePeak() as peak:
             write_clips(rows, clips_uri, config, rows_per_file(config, embedder))
         object_store = peak.record()
 
-    manifest = summarize(config, clips_uri, failures_uri, embedder, time.time() - started, len(todo), object_store)
+    ray_job = ray_job or (previous.ray_job if previous else None)  # a rerun with nothing to do keeps it
+    manifest = summarize(
+        config, clips_uri, failures_uri, embedder, time.time() - started, len(todo), object_store, ray_job
+    )
     manifest.write(config.out)
     print_summary(manifest)
     return manifest

@@ -5,7 +5,6 @@ must run there, and there they run the same code on CPU, since this machine has 
 """
 
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,10 +13,9 @@ import pytest
 
 from speech2face import storage
 from tests.support import loopback_server as loopback
-from tests.support.local_cluster import RAY, start_cluster
+from tests.support.local_cluster import start_cluster
 from tests.support.outputs import read_clips
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -28,14 +26,6 @@ def cluster(s3_bucket, tmp_path):
     running = start_cluster(tmp_path, env)
     yield running
     running.stop()
-
-
-def submit(cluster, submission_id: str, *command: str) -> None:
-    result = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(ROOT),
-         "--submission-id", submission_id, "--no-wait", "--", *command],
-        capture_output=True, text=True, timeout=300, env=os.environ | {"RAY_AUTH_MODE": "disabled"})  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def wait_for_job(cluster, submission_id: str, timeout_s: float = 900) -> dict:
@@ -71,12 +61,12 @@ def test_preprocess_then_train_jobs_on_two_nodes(cluster, small_corpus, s3_bucke
     cookies = loopback.write_cookies(tmp_path / "cookies.txt", "session", cookie)
     storage.write_bytes(storage.join(s3_bucket.uri, "cookies.txt"), cookies.read_bytes())
     with loopback.serve_site(small_corpus.directory) as site:
-        submit(cluster, "preprocess-1", "python", "-m", "pipelines.preprocess",
-               "--csv", storage.join(s3_bucket.uri, "avspeech_train.csv"),
-               "--test-csv", storage.join(s3_bucket.uri, "avspeech_test.csv"), "--out", data,
-               "--url-template", site.url + "/{ytid}.mp4", "--face-embedder", "dlib", "--cpus-per-actor", "0.5",
-               "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1",
-               "--cookies", storage.join(s3_bucket.uri, "cookies.txt"))  # fmt: skip
+        cluster.submit("preprocess-1", "python", "-m", "pipelines.preprocess",
+                       "--csv", storage.join(s3_bucket.uri, "avspeech_train.csv"),
+                       "--test-csv", storage.join(s3_bucket.uri, "avspeech_test.csv"), "--out", data,
+                       "--url-template", site.url + "/{ytid}.mp4", "--face-embedder", "dlib",
+                       "--cpus-per-actor", "0.5", "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1",
+                       "--cookies", storage.join(s3_bucket.uri, "cookies.txt"))  # fmt: skip
         job = wait_for_job(cluster, "preprocess-1")
     logs = job_logs(cluster, "preprocess-1")
     assert job["status"] == "SUCCEEDED", logs[-4000:]
@@ -95,8 +85,8 @@ def test_preprocess_then_train_jobs_on_two_nodes(cluster, small_corpus, s3_bucke
     assert sum(c["split"] == "test" for c in clips.values()) == len(csvs["avspeech_test.csv"])
     assert storage.read_json(storage.join(data, "manifest.json"))["counts"]["clips"] == len(clips)
 
-    submit(cluster, "train-1", "python", "-m", "trainer.train", "--data", data, "--storage", runs, "--name", "tiny1",
-           "--preset", "tiny", "--epochs", "1", "--num-workers", "1", "--batch-size", "4")  # fmt: skip
+    cluster.submit("train-1", "python", "-m", "trainer.train", "--data", data, "--storage", runs, "--name", "tiny1",
+                   "--preset", "tiny", "--epochs", "1", "--num-workers", "1", "--batch-size", "4")  # fmt: skip
     job = wait_for_job(cluster, "train-1")
     assert job["status"] == "SUCCEEDED", job_logs(cluster, "train-1")[-4000:]
     assert storage.exists(storage.join(runs, "tiny1", "model.safetensors"))

@@ -11,16 +11,24 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from benchmarks.serve_load import post_file, run_load
 from tests.support.browser import upload_through_page
 from tests.support.cli import ROOT, check, run
+from tests.support.prometheus import (
+    METRICS_REPORT_MS,
+    check_queries_hold_samples,
+    dashboard_queries,
+    start_prometheus,
+)
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
 MAX_UPLOAD_MB = 1
@@ -117,9 +125,73 @@ def test_bad_input_is_a_one_line_json_error(service, tmp_path):
         assert str(tmp_path) not in error and "/tmp/" not in error, (case, error)  # no server-side paths
 
 
-def test_32_requests_from_8_concurrent_clients_all_succeed(service):
-    result = run_load(service, SPEECH, requests_total=32, clients=8)
-    assert result["statuses"] == [200] * 32, result
+def test_64_requests_from_32_concurrent_clients_all_succeed_in_batches_of_at_most_8(service, ray_session, tmp_path):
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    prometheus = start_prometheus(tmp_path, [f"127.0.0.1:{port}"])  # for the dashboard's Serve panels
+    time.sleep(2 * METRICS_REPORT_MS / 1000)  # the earlier tests' requests are on the endpoint by now
+    before = _served(port)
+    result = run_load(service, SPEECH, requests_total=64, clients=32)
+    assert result["statuses"] == [200] * 64, result
+    assert 1 <= result["mean_batch_size"] <= result["max_batch_size"] <= 8, result
+    # the service's own metrics on Ray's endpoint: every request, and the encoder calls they shared
+    calls = 64 / result["mean_batch_size"]  # the load's requests over the calls (each counted 1/b)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        after = _served(port)
+        if after["requests"] - before["requests"] >= 64 and after["calls"] - before["calls"] >= round(calls):
+            break
+        time.sleep(1)
+    assert after["requests"] - before["requests"] == 64, (before, after)
+    assert after["calls"] - before["calls"] == pytest.approx(calls), (before, after, result)
+    try:
+        latency = prometheus.wait_for(dashboard_queries(serve=True)[0], lambda r: len(r) > 0)
+        assert 0 < float(latency[0]["value"][1]) < 30, latency  # p50 within the histogram's boundaries
+        check_queries_hold_samples(prometheus, dashboard_queries(serve=True))
+    finally:
+        prometheus.stop()
+
+
+def _served(port: int) -> dict:
+    """From Ray's metrics endpoint: 200 answers of the API, and encoder calls."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+
+    def total(prefix: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+    ok = [line for line in lines if line.startswith("ray_s2f_serve_requests_total") and 'status="200"' in line]
+    return {"requests": sum(float(line.rsplit(" ", 1)[1]) for line in ok),
+            "calls": total("ray_s2f_serve_batch_size_count")}  # fmt: skip
+
+
+def test_serve_run_of_the_repository_config_starts_the_service(tiny_model, small_dataset, tmp_path):
+    """`serve run serve_config.yaml` as docs/serve.md says: the repository's file with the session's model and
+    gallery and a free port, on a Ray of its own (a config deploy would replace the session's Serve apps)."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port = _free_port()
+    args = config["applications"][0]["args"]
+    args |= {"model": str(tiny_model), "gallery": str(small_dataset), "num_cpus_per_replica": 0.5}
+    del args["decoder"]
+    path = tmp_path / "serve_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve = Path(sys.executable).with_name("serve")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    process = subprocess.Popen([str(serve), "run", str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(url, process, timeout_s=180)
+        status, _, batch = post_file(url, SPEECH)
+        assert (status, batch) == (200, 1)
+        assert requests.get(f"{url}/api/info", timeout=10).json()["gallery"] == str(small_dataset)
+    finally:  # Ctrl-C: serve run shuts its application and its Ray down
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_the_page_in_a_real_browser_shows_five_faces(service, tmp_path):

@@ -59,9 +59,10 @@ def test_old_data_evaluates_and_predicts_as_the_current_layout_does(old_data, sm
 
 
 def test_old_data_is_a_gallery_the_service_loads(old_data, tiny_model):
-    from serving.app import build
+    from serving.app import BuildArgsModel, build
 
-    application = build({"model": str(tiny_model), "gallery": str(old_data), "top": "3"})  # what `serve run` calls
+    # what `serve run serving.app:build model=... gallery=... top=3` calls, strings and all
+    application = build(BuildArgsModel.model_validate({"model": str(tiny_model), "gallery": str(old_data), "top": "3"}))
     assert application is not None
     gallery = Gallery(str(old_data))  # what each replica loads
     assert len(gallery) > 0 and len(gallery.nearest(gallery.unit_faces[0], 3)) == 3

@@ -6,6 +6,7 @@ The val gallery of this small dataset holds 1-2 faces, so R@K saturates: the swe
 unweighted val L2 loss (--metric val_l2norm --mode min).
 """
 
+import collections
 import csv
 import json
 import math
@@ -15,6 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,6 +26,7 @@ from PIL import Image
 
 from tests.support.cli import ROOT, check, read_metrics, run
 from tests.support.outputs import read_file
+from tests.support.prometheus import sample_labels
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -94,17 +98,43 @@ def test_data_without_val_is_refused_in_one_line_before_any_trial(data, tmp_path
     assert "no 'val' clips" in lines[0] and not (tmp_path / "runs").exists()
 
 
+def _sweep_samples(port: int, metric: str, sweep: str) -> list[tuple[dict, float]]:
+    """(tags, value) of each sample of ``ray_s2f_sweep_<metric>`` on Ray's metrics endpoint, of one sweep."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = [line for line in text.splitlines() if line.startswith(f"ray_s2f_sweep_{metric}{{")]
+    tagged = [(sample_labels(line), float(line.rsplit(" ", 1)[1])) for line in samples]
+    return [(tags, value) for tags, value in tagged if tags["sweep"] == sweep]
+
+
 def test_asha_stops_an_absurd_learning_rate_early_and_leaks_nothing(data, ray_address, ray_session, tmp_path):
     points = json.dumps([GOOD, GOOD | {"lr": 10.0}])  # the good trial runs first, so ASHA has a rung to compare to
     # lr = 10 blows the predictions up (val L1 distance ~1e16 against ~10); their direction, which the
     # normalised L2 looks at, can still pass on a 1-video val split, so ASHA ranks by the unweighted val L1.
-    _run_sweep(ray_address, data, tmp_path, "asha", "--num-samples", "2", "--scheduler", "asha", "--epochs", "4",
-               "--grace-period", "1", "--reduction-factor", "2", "--points-to-evaluate", points,
-               "--metric", "val_l1")  # fmt: skip
+    port, running = ray_session._private.worker.global_worker.node.metrics_export_port, []
+    with ThreadPoolExecutor(1) as pool:  # the sweep's trials running, read from Ray's metrics endpoint as it goes
+        sweep = pool.submit(_run_sweep, ray_address, data, tmp_path, "asha", "--num-samples", "2", "--scheduler",
+                            "asha", "--epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
+                            "--points-to-evaluate", points, "--metric", "val_l1")  # fmt: skip
+        while not sweep.done():
+            running += [value for _, value in _sweep_samples(port, "trials_running", "asha")]
+            time.sleep(1)
+    result, ended = sweep.result(), [value for _, value in _sweep_samples(port, "trials_running", "asha")]
     trials = {float(t["lr"]): t for t in _trials(tmp_path / "asha")}
     print(f"\n[asha] {trials}")
     assert trials[1e-3]["status"] == "TERMINATED" and int(trials[1e-3]["epochs"]) == 4
     assert trials[10.0]["status"] == "STOPPED_EARLY" and int(trials[10.0]["epochs"]) < 4
+    # the sweep's own metrics (s2f_sweep_*) say what trials.csv says: one trial at a time, each finished trial
+    # counted under its status, none running at the end
+    assert max(running) == 1 and ended == [0], (running, ended)
+    finished, deadline = _sweep_samples(port, "trials_finished_total", "asha"), time.monotonic() + 30
+    while sum(value for _, value in finished) < len(trials) and time.monotonic() < deadline:
+        time.sleep(1)  # the agent exports every few seconds
+        finished = _sweep_samples(port, "trials_finished_total", "asha")
+    assert {tags["status"]: value for tags, value in finished} == collections.Counter(
+        t["status"] for t in trials.values()
+    ), finished
+    (job,) = {tags["JobId"] for tags, _ in finished}
+    assert f'carry JobId="{job}"' in result.stdout, result.stdout
     _no_leak(ray_session)
 
 

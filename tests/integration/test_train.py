@@ -109,21 +109,6 @@ def test_two_worker_ddp_run_resumes_on_s3_storage(dlib_data, s3_bucket, ray_addr
     assert loaded["epoch"] in (1, 2, 3)
 
 
-def test_worker_killed_mid_epoch_is_retried_from_checkpoint(dlib_data, tmp_path, ray_session):
-    """TEST-ONLY fault injection (--fail-at-step): the last worker os._exit()s once at step 3, in epoch 2."""
-    from trainer.train import main
-
-    args = ["--data", str(dlib_data), "--storage", str(tmp_path), "--name", "faulty", "--num-workers", "2",
-            "--epochs", "2", "--max-failures", "1", "--fail-at-step", "3", *TINY_RUN]  # fmt: skip
-    assert main(args) == 0
-    run = tmp_path / "faulty"
-    assert (run / "fault_injected").read_text().startswith("worker 1 exited at step 3")
-    rows = read_metrics(run)
-    assert [r["epoch"] for r in rows] == [1, 2]  # epoch 2 was redone from the epoch-1 checkpoint
-    assert rows[1]["step"] == 2 * rows[0]["step"]
-    assert (run / "model.safetensors").is_file()
-
-
 def test_distillation_on_vggface_features_and_weights_mismatch_refused(vggface_data, tmp_path, ray_session):
     from trainer.train import main
 

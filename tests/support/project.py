@@ -3,7 +3,18 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("speech2face", "pipelines", "trainer", "tuning", "serving", "demo", "demo_corpus", "s2f", "benchmarks")
+PACKAGES = (
+    "speech2face",
+    "telemetry",
+    "pipelines",
+    "trainer",
+    "tuning",
+    "serving",
+    "demo",
+    "demo_corpus",
+    "s2f",
+    "benchmarks",
+)
 
 
 def project_modules() -> dict[str, Path]:

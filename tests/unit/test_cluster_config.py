@@ -49,6 +49,12 @@ def _worker_types(config: dict) -> dict:
     return {name: spec for name, spec in _node_types(config).items() if name != config["head_node_type"]}
 
 
+def _is_spot(spec: dict) -> bool:
+    """AWS launches the type as spot: node_config goes to EC2's RunInstances as it is (Ray's AWS node provider
+    calls `create_instances(**node_config)`), and there InstanceMarketOptions.MarketType picks the market."""
+    return spec["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+
+
 def _env_options(config: dict) -> dict:
     """KEY=VALUE of every `--env`/`-e` in docker.run_options."""
     words = shlex.split(" ".join(config["docker"].get("run_options", [])))
@@ -94,6 +100,46 @@ def test_global_worker_cap_lets_every_type_reach_its_own_max(prepared):
     workers = _worker_types(prepared)
     assert all(spec["min_workers"] == 0 for spec in workers.values())
     assert prepared["max_workers"] >= sum(spec["max_workers"] for spec in workers.values())
+
+
+def test_spot_worker_types_pass_rays_validation_beside_an_on_demand_twin(prepared):
+    """Each spot type, as `ray up` sees it, has an on-demand twin: the same instance and resources, so a job runs
+    the same on either, and a user turns the spot one on or off with its max_workers alone."""
+    workers = _worker_types(prepared)
+    spot = {name: spec for name, spec in workers.items() if _is_spot(spec)}
+    on_demand = {name: spec for name, spec in workers.items() if not _is_spot(spec)}
+    assert any(spec["resources"].get("GPU") for spec in spot.values()), "a spot GPU type (training)"
+    assert any(not spec["resources"].get("GPU") for spec in spot.values()), "a spot CPU type (preprocessing)"
+    for name, spec in spot.items():
+        assert spec["node_config"]["InstanceMarketOptions"] == {"MarketType": "spot"}, name  # no MaxPrice: on-demand
+        twin = on_demand.get(name.removesuffix(".spot"))
+        assert twin is not None, f"{name} needs its on-demand twin {name.removesuffix('.spot')}"
+        assert twin["resources"] == spec["resources"], name
+        assert twin["node_config"]["InstanceType"] == spec["node_config"]["InstanceType"], name
+        assert {k: v for k, v in spec["node_config"].items() if k != "InstanceMarketOptions"} == twin["node_config"]
+        assert spec["min_workers"] == 0 and spec["max_workers"] == twin["max_workers"], name
+
+
+def test_the_head_is_on_demand(prepared):
+    """The head holds Ray's control plane and every job's driver: reclaiming it would end every running job."""
+    head = _node_types(prepared)[prepared["head_node_type"]]
+    assert not _is_spot(head) and "InstanceMarketOptions" not in head["node_config"]
+
+
+def test_the_head_starts_prometheus_with_rays_config_on_loopback(cluster):
+    """After `ray start --head`, the image's Prometheus with the config Ray writes into the session directory
+    (it scrapes every node Ray lists), on 127.0.0.1:9090, where the dashboard looks for it."""
+    commands = cluster["head_start_ray_commands"]
+    start = next(i for i, command in enumerate(commands) if "ray start --head" in command)
+    prometheus = [command for command in commands[start + 1 :] if re.search(r"(^|[;&|\s])prometheus\s", command)]
+    assert len(prometheus) == 1, commands
+    words = shlex.split(prometheus[0].split("nohup", 1)[1])
+    assert words[0] == "prometheus" and "&" in words
+    assert "--config.file=/tmp/ray/session_latest/metrics/prometheus/prometheus.yml" in words
+    assert "--web.listen-address=127.0.0.1:9090" in words
+    assert "launch-prometheus" not in " ".join(commands), "it downloads Prometheus from GitHub at every start"
+    runs = " ".join(args for instruction, args in _instructions() if instruction == "RUN")
+    assert re.search(r"apt-get install [^&]*\bprometheus\b", runs), "the image must hold the binary"
 
 
 def test_docker_image_is_this_projects_image_at_its_version(prepared):

@@ -8,7 +8,7 @@ from speech2face import dataset
 ROOT = Path(__file__).resolve().parents[2]
 # Where clips/ and failures/ are read or written. Not demo_corpus: it writes AVSpeech CSVs and its own
 # manifest, never clips/ or failures/.
-CHECKED = ("speech2face", "pipelines", "trainer", "tuning", "serving", "demo", "benchmarks", "s2f")
+CHECKED = ("speech2face", "telemetry", "pipelines", "trainer", "tuning", "serving", "demo", "benchmarks", "s2f")
 CONTRACT = ROOT / "speech2face" / "dataset.py"
 COLUMNS = {value for name, value in vars(dataset).items() if name.isupper() and isinstance(value, str)} & (
     {f.name for f in dataset.FAILURE_SCHEMA}

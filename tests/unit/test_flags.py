@@ -103,19 +103,6 @@ def test_to_argv_gives_the_config_back():
     assert flags.parse(Example, argv, "example") == config
 
 
-def test_from_strings_types_each_value_by_its_field():
-    config = flags.from_strings(Example, {"data": "d", "epochs": "4", "careful": "false", "span": "1,5", "limit": "2"})
-    assert (config.epochs, config.careful, config.span, config.limit) == (4, False, (1.0, 5.0), 2)
-    with pytest.raises(InputError, match="unknown argument"):
-        flags.from_strings(Example, {"data": "d", "epoch": "4"})
-    with pytest.raises(InputError, match="epochs='many' is not a valid int"):
-        flags.from_strings(Example, {"data": "d", "epochs": "many"})
-    with pytest.raises(InputError, match="missing argument"):
-        flags.from_strings(Example, {"epochs": "4"})
-    with pytest.raises(InputError, match="--epochs must be >= 1"):
-        flags.from_strings(Example, {"data": "d", "epochs": "0"})
-
-
 def test_adding_a_flag_to_a_job_is_one_field(capsys):
     """A field added to TrainConfig is a flag with help, a bound, and a key of config.json: nothing else to edit."""
 

@@ -14,6 +14,7 @@ from tests.support.project import ROOT, project_modules
 LAYERS = (
     ("speech2face",),
     ("demo_corpus",),
+    ("telemetry",),
     ("pipelines", "trainer"),
     ("tuning", "serving"),
     ("demo",),
@@ -116,6 +117,7 @@ def test_no_library_imports_a_command_module():
         "trainer.evaluate_decoder",
         "tuning.sweep",
         "serving.app",
+        "serving.check_config",
         "demo.run",
         "pipelines.preprocess.run",
         "demo_corpus.__main__",

@@ -10,7 +10,6 @@ training speakers' other videos.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 
@@ -30,9 +29,9 @@ from speech2face.perf import choose_fast_path, decoder_train_step, fast_adam_kwa
 from trainer.decoder.config import DecoderConfig
 from trainer.decoder.data import FACE
 from trainer.runtime import checkpoints
+from trainer.runtime.console import say
 from trainer.runtime.run_files import weights_info, write_history
 
-log = logging.getLogger("trainer").info
 SAMPLE_FACES = 8  # val faces drawn in samples.png
 # curves.png and samples.png are redrawn at most this often (and after the last epoch): drawing them
 # took ~0.4 s, as long as a demo epoch's training.
@@ -144,7 +143,7 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
     stateful = {"model": plain, "optimizer": optimizer, "scaler": scaler}
     state = checkpoints.restore(stateful)
     if rank == 0 and state["epoch"]:
-        log(f"[train_decoder] resuming {run_uri} after epoch {state['epoch']}")
+        say(f"[train_decoder] resuming {run_uri} after epoch {state['epoch']}")
     drawn_at = float("-inf")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
@@ -163,5 +162,5 @@ def train_decoder_loop_per_worker(loop_config: dict) -> None:
                 drawn_at = time.monotonic() if draw else drawn_at
                 checkpoints.save(directory, stateful, state, config.to_json())
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
-                log(epoch_line(row, config.epochs))
+                say(epoch_line(row, config.epochs))
             ray.train.report(row, checkpoint=checkpoint)

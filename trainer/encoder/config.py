@@ -51,7 +51,6 @@ class TrainConfig(TrainingRun):
         None, minimum=1, help="train on random crops of this many spectrogram frames (faster; val uses full clips)"
     )
     shuffle_buffer: int = flag(256, minimum=1, help="local shuffle buffer, rows per worker")
-    fail_at_step: int | None = flag(None, hidden=True, help="TEST ONLY: one worker os._exit()s once at this step")
 
     def problems(self) -> list[str]:
         found = super().problems()

@@ -7,8 +7,6 @@ A restarted or resumed run continues after the epoch of ``ray.train.get_checkpoi
 
 from __future__ import annotations
 
-import logging
-import os
 import tempfile
 import time
 
@@ -18,6 +16,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+import telemetry
 from speech2face import audio, storage
 from speech2face.dataset import FACE_FEATURE, TRAIN, VAL, WAVEFORM
 from speech2face.embedders import load_vggface
@@ -30,10 +29,7 @@ from trainer.encoder import outputs
 from trainer.encoder.config import TrainConfig
 from trainer.encoder.data import CLIP_KEY, YTID_KEY
 from trainer.runtime import checkpoints
-
-# Ray Train tees print() in workers to stdout and to its logger (each line twice); log once instead.
-log = logging.getLogger("trainer").info
-FAULT_MARKER = "fault_injected"  # test-only: present once the injected worker failure has happened
+from trainer.runtime.console import say
 
 
 def _classifier(spec: dict | None, device: torch.device):
@@ -44,19 +40,6 @@ def _classifier(spec: dict | None, device: torch.device):
     fc8 = embedder.model.fc8.to(device).requires_grad_(False).eval()
     del embedder  # keep only fc8 (10.7 M parameters), not the 145 M-parameter network
     return lambda feature: fc8(torch.relu(feature))
-
-
-def _maybe_inject_fault(config: TrainConfig, run_uri: str, global_step: int) -> None:
-    """TEST ONLY (--fail-at-step): the last worker dies once, mid-epoch, to exercise FailureConfig."""
-    context = ray.train.get_context()
-    if config.fail_at_step != global_step or context.get_world_rank() != context.get_world_size() - 1:
-        return
-    marker = storage.join(run_uri, FAULT_MARKER)
-    if storage.exists(marker):
-        return
-    storage.write_bytes(marker, f"worker {context.get_world_rank()} exited at step {global_step}\n".encode())
-    log(f"[train] TEST fault injection: worker {context.get_world_rank()} exits at step {global_step}")
-    os._exit(1)
 
 
 def _decoder_first(uri: str | None, device: torch.device):
@@ -80,7 +63,7 @@ def fast_path_record(choice: FastPathChoice) -> dict:
     }
 
 
-def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, frozen, device, epoch, step, run_uri):
+def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, frozen, device, epoch, step):
     """One pass over this worker's shard; returns the mean losses, the step, and throughput figures."""
     shard = ray.train.get_dataset_shard(TRAIN)
     rank = ray.train.get_context().get_world_rank()
@@ -98,7 +81,6 @@ def _train_epoch(config, model, optimizer, scheduler, scaler, fast, weights, fro
     )
     for wait_s, batch in checkpoints.timed(batches):
         waited += wait_s
-        _maybe_inject_fault(config, run_uri, step)
         spectrogram = audio.model_input(batch[WAVEFORM], config.crop_frames, generator)
         losses = train_step(model, optimizer, scaler, fast, spectrogram, batch[FACE_FEATURE], weights, **frozen)
         scheduler.step()  # per step: the paper decays the lr every 10k steps
@@ -169,7 +151,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         storage.write_json(storage.join(run_uri, "config.json"), record)
         kept = "; freed memory kept for reuse" if fast.keep_freed_memory else ""
         compiled = "; torch.compile (the first steps compile)" if fast.compile else ""
-        log(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam{kept}{compiled}")
+        say(f"[train] fast path on {device.type}: {fast.reason}; channels_last, fused Adam{kept}{compiled}")
     classifier = _classifier(loop_config.get("distill"), device)
     distill = config.loss_distill if classifier else 0.0
     # the frozen networks some losses go through: VGG-Face's fc8 (distillation), the face decoder's f_dec
@@ -185,7 +167,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     stateful = {"model": plain_model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
     state = checkpoints.restore(stateful)
     if rank == 0 and state["epoch"]:
-        log(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
+        say(f"[train] resuming {run_uri} after epoch {state['epoch']} (step {state['global_step']})")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         started = time.time()
         train_means, state["global_step"], speed = _train_epoch(
@@ -200,7 +182,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
             device,
             epoch,
             state["global_step"],
-            run_uri,
         )
         row = {"epoch": epoch, "train_loss": train_means.pop("total")}
         row.update({f"train_{name}": value for name, value in train_means.items()})
@@ -219,7 +200,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if rank == 0:
                 state["history"].append(row)
                 outputs.write_epoch(run_uri, state["history"], plain_model, config, loop_config)
+                telemetry.epoch_done(run_uri.rstrip("/").rsplit("/", 1)[-1], row)
                 checkpoints.save(directory, stateful, state, config.to_json())
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
-                log(outputs.epoch_line(row, config.epochs))
+                say(outputs.epoch_line(row, config.epochs))
             ray.train.report(row, checkpoint=checkpoint)
