@@ -19,11 +19,12 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from demo.report import write_report
-from demo.steps import LOG_DIR, Steps, cli_args, run_cli, start_demo_ray
+from demo.steps import LOG_DIR, StepFailed, Steps, cli_args, run_cli, start_demo_ray
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from demo_corpus.server import serve_directory, url_template
 from pipelines.preprocess.config import PreprocessConfig
@@ -72,6 +73,10 @@ class DemoConfig(CorpusConfig):
     trials: int = field_of(SweepConfig, "num_samples", 3)
     sweep_epochs: int = field_of(SweepConfig, "epochs", 2)
     decoder_epochs: int = field_of(DecoderConfig, "epochs")
+    face_embedder: str = field_of(PreprocessConfig, "face_embedder", "dlib")
+    vggface_weights: str | None = field_of(PreprocessConfig, "vggface_weights")
+    loss_distill: float = field_of(TrainConfig, "loss_distill")
+    use_gpu: bool = flag(False, help="the encoder, the sweep's trials and the decoder train on GPUs (--use-gpu)")
     num_cpus: int = flag(
         max(os.cpu_count() or 1, 4),
         minimum=1,
@@ -116,98 +121,132 @@ def train_unless_done(module: str, run_dir: Path, epochs: int, args: list[str], 
     run_cli(module, *args, "--epochs", str(epochs), log=log)
 
 
-def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    args = flags.parse(DemoConfig, argv, prog, __doc__)
-    out = Path(args.out).resolve()
-    corpus_dir, data, runs, logs = out / "corpus", out / "data", out / "runs", out / LOG_DIR
-    model, decoder = runs / RUN_NAME / "model.safetensors", runs / DECODER_NAME / "decoder.safetensors"
-    run_in = "--data {data} --storage {runs} --name {name}"
-    train_args = [*cli_args(run_in + " --lr 1e-3", data=data, runs=runs, name=RUN_NAME), *COMMON_FLAGS]
-    decoder_args = [*cli_args(run_in, data=data, runs=runs, name=DECODER_NAME), *DECODER_FLAGS]
-    evaluate_args = cli_args(
-        "--data {data} --model {model} --split test --protocols clip,oh,identity,matching --seconds 1,3,6 --out {out}",
-        data=data,
-        model=model,
-        out=out / "eval",
-    )
-    draw_args = cli_args(
-        "--data {data} --decoder {decoder} --model {model} --split test --out {out}",
-        data=data,
-        decoder=decoder,
-        model=model,
-        out=out / "decoder_eval",
-    )
+class DemoJob:
+    """The demo's steps over one --out, each the CLI a user submits; finished work is reused."""
 
-    def preprocess(base_url: str) -> None:
-        run_cli(
-            "pipelines.preprocess",
-            *cli_args(
-                "--csv {train} --test-csv {test} --out {data} --url-template {url} --face-embedder dlib "
-                "--cpus-per-actor 0.5 --val-fraction {val}",
-                train=corpus_dir / TRAIN_CSV,
-                test=corpus_dir / TEST_CSV,
-                data=data,
-                url=url_template(base_url),
-                val=args.val_fraction,
-            ),
-            log=logs / "preprocess.log",
+    def __init__(self, args: DemoConfig):
+        self.args, out = args, Path(args.out).resolve()
+        self.out, self.corpus_dir, self.data, self.runs, self.logs = (
+            out,
+            out / "corpus",
+            out / "data",
+            out / "runs",
+            out / LOG_DIR,
         )
+        self.model = self.runs / RUN_NAME / "model.safetensors"
+        self.decoder = self.runs / DECODER_NAME / "decoder.safetensors"
+        self.gpu_flags = ["--use-gpu"] if args.use_gpu else []
 
-    def sweep() -> None:
-        sweep_dir = runs / SWEEP_NAME
-        if sweep_complete(sweep_dir, args.trials):
+    def steps(self) -> list[tuple[str, Callable[[], None]]]:
+        """(title, action) in order; the corpus first, then the Ray steps (they join RAY_ADDRESS)."""
+        return [
+            ("generate the demo corpus", lambda: generate_corpus(self.corpus_dir, self.args.corpus())),
+            ("preprocess (Ray Data)", self.preprocess),
+            ("train the voice encoder (Ray Train)", self.train),
+            ("sweep loss weights and lr (Ray Tune)", self.sweep),
+            ("evaluate on the held-out speakers", self.evaluate),
+            ("train the face decoder (Ray Train)", self.train_decoder),
+            ("draw the held-out speakers' faces", self.draw),
+        ]
+
+    def _run_flags(self, name: str) -> list[str]:
+        return cli_args("--data {data} --storage {runs} --name {name}", data=self.data, runs=self.runs, name=name)
+
+    def preprocess(self) -> None:
+        embedder = ["--face-embedder", self.args.face_embedder]
+        if self.args.vggface_weights:
+            embedder += ["--vggface-weights", self.args.vggface_weights]
+        with serve_directory(self.corpus_dir) as (_, base_url):
+            run_cli(
+                "pipelines.preprocess",
+                *cli_args(
+                    "--csv {train} --test-csv {test} --out {data} --url-template {url} --cpus-per-actor 0.5 "
+                    "--val-fraction {val}",
+                    train=self.corpus_dir / TRAIN_CSV,
+                    test=self.corpus_dir / TEST_CSV,
+                    data=self.data,
+                    url=url_template(base_url),
+                    val=self.args.val_fraction,
+                ),
+                *embedder,
+                log=self.logs / "preprocess.log",
+            )
+
+    def train(self) -> None:
+        distill = ["--loss-distill", str(self.args.loss_distill)] if self.args.loss_distill else []
+        flags_ = [*self._run_flags(RUN_NAME), "--lr", "1e-3", *COMMON_FLAGS, *distill, *self.gpu_flags]
+        train_unless_done("trainer.train", self.runs / RUN_NAME, self.args.epochs, flags_, self.logs / "train.log")
+
+    def sweep(self) -> None:
+        sweep_dir = self.runs / SWEEP_NAME
+        if sweep_complete(sweep_dir, self.args.trials):
             print(f"[demo] {sweep_dir} is complete; not rerunning it")
             return
         resume = ["--resume"] if (sweep_dir / "tuner.pkl").is_file() else []
         sweep_args = cli_args(
-            run_in + " --epochs {epochs} --num-samples {trials} --max-concurrent-trials 1",
-            data=data,
-            runs=runs,
-            name=SWEEP_NAME,
-            epochs=args.sweep_epochs,
-            trials=args.trials,
+            "--epochs {epochs} --num-samples {trials} --max-concurrent-trials 1",
+            epochs=self.args.sweep_epochs,
+            trials=self.args.trials,
         )
-        run_cli("tuning.sweep", *sweep_args, *COMMON_FLAGS, *SWEEP_METRIC, *resume, log=logs / "sweep.log")
+        run_cli(
+            "tuning.sweep",
+            *self._run_flags(SWEEP_NAME),
+            *sweep_args,
+            *COMMON_FLAGS,
+            *SWEEP_METRIC,
+            *self.gpu_flags,
+            *resume,
+            log=self.logs / "sweep.log",
+        )
 
+    def evaluate(self) -> None:
+        evaluate_args = cli_args(
+            "--data {data} --model {model} --split test --protocols clip,oh,identity,matching --seconds 1,3,6 "
+            "--out {out}",
+            data=self.data,
+            model=self.model,
+            out=self.out / "eval",
+        )
+        result = self.out / "eval" / "eval.json"
+        evaluate_unless_done("trainer.evaluate", evaluate_args, result, [self.model], self.logs / "evaluate.log")
+
+    def train_decoder(self) -> None:
+        flags_ = [*self._run_flags(DECODER_NAME), *DECODER_FLAGS, *self.gpu_flags]
+        log = self.logs / "train_decoder.log"
+        train_unless_done("trainer.train_decoder", self.runs / DECODER_NAME, self.args.decoder_epochs, flags_, log)
+
+    def draw(self) -> None:
+        draw_args = cli_args(
+            "--data {data} --decoder {decoder} --model {model} --split test --out {out}",
+            data=self.data,
+            decoder=self.decoder,
+            model=self.model,
+            out=self.out / "decoder_eval",
+        )
+        result = self.out / "decoder_eval" / "decoder_eval.json"
+        inputs = [self.model, self.decoder]
+        evaluate_unless_done("trainer.evaluate_decoder", draw_args, result, inputs, self.logs / "evaluate_decoder.log")
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = flags.parse(DemoConfig, argv, prog, __doc__)
+    job = DemoJob(args)
     began = time.monotonic()
-    steps = Steps(total=7)
-    steps.run("generate the demo corpus", lambda: generate_corpus(corpus_dir, args.corpus()))
-    os.environ["RAY_ADDRESS"] = start_demo_ray(args.num_cpus)
-    with serve_directory(corpus_dir) as (_, base_url):
-        steps.run("preprocess (Ray Data)", lambda: preprocess(base_url))
-    steps.run(
-        "train the voice encoder (Ray Train)",
-        lambda: train_unless_done("trainer.train", runs / RUN_NAME, args.epochs, train_args, logs / "train.log"),
-    )
-    steps.run("sweep loss weights and lr (Ray Tune)", sweep)
-    steps.run(
-        "evaluate on the held-out speakers",
-        lambda: evaluate_unless_done(
-            "trainer.evaluate", evaluate_args, out / "eval" / "eval.json", [model], logs / "evaluate.log"
-        ),
-    )
-    steps.run(
-        "train the face decoder (Ray Train)",
-        lambda: train_unless_done(
-            "trainer.train_decoder", runs / DECODER_NAME, args.decoder_epochs, decoder_args, logs / "train_decoder.log"
-        ),
-    )
-    steps.run(
-        "draw the held-out speakers' faces",
-        lambda: evaluate_unless_done(
-            "trainer.evaluate_decoder",
-            draw_args,
-            out / "decoder_eval" / "decoder_eval.json",
-            [model, decoder],
-            logs / "evaluate_decoder.log",
-        ),
-    )
+    (corpus_title, make_corpus), *ray_steps = job.steps()
+    steps = Steps(total=1 + len(ray_steps))
+    try:
+        steps.run(corpus_title, make_corpus)
+        os.environ["RAY_ADDRESS"] = start_demo_ray(args.num_cpus)
+        for title, action in ray_steps:
+            steps.run(title, action)
+    except StepFailed as failed:
+        raise SystemExit(f"[demo] {failed}; fix the cause and rerun: finished steps are reused") from None
     total = time.monotonic() - began
-    write_report(out, steps.timings, total, dataclasses.asdict(args))
-    print(f"\n[demo] done in {total / 60:.1f} min. Report: {out / 'REPORT.md'}")
+    write_report(job.out, steps.timings, total, dataclasses.asdict(args))
+    print(f"\n[demo] done in {total / 60:.1f} min. Report: {job.out / 'REPORT.md'}")
     print(
-        f"[demo] try it on your own voice: .venv/bin/python -m serving.app --model {model} --gallery {data}"
-        f" --decoder {decoder}  (then open http://127.0.0.1:8000/)"
+        f"[demo] try it on your own voice: .venv/bin/python -m serving.app --model {job.model} --gallery {job.data}"
+        f" --decoder {job.decoder}  (then open http://127.0.0.1:8000/)"
     )
     return 0
 

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.steps import cli_args, run_cli, start_demo_ray
+from demo.steps import StepFailed, cli_args, run_cli, start_demo_ray
 from demo_corpus import layouts
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from pipelines.preprocess.config import PreprocessConfig
@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     ]  # fmt: skip
     for title, name, source_args in runs:
         print(f"\n[demo.sources] preprocess {title}", flush=True)
-        run_cli("pipelines.preprocess", *source_args, "--out", str(out / "data" / name), *COMMON_FLAGS.split(),
-                log=logs / f"preprocess_{name}.log")  # fmt: skip
+        try:
+            run_cli("pipelines.preprocess", *source_args, "--out", str(out / "data" / name), *COMMON_FLAGS.split(),
+                    log=logs / f"preprocess_{name}.log")  # fmt: skip
+        except StepFailed as failed:
+            raise SystemExit(f"[demo.sources] {failed}; fix the cause and rerun") from None
 
     print("\n[demo.sources] done:")
     for title, name, _ in runs:

@@ -68,11 +68,14 @@ def run_cli(module: str, *args: str, log: Path) -> None:
         copy(process.stdout, True)
         ray_logging.join()
     if process.returncode != 0:
-        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
-        raise SystemExit(
-            f"[demo] {module} failed (the end of its log is above; all of it: {log}); fix the cause "
-            "and rerun: finished steps are reused"
-        )
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print("\n".join(tail), file=sys.stderr)
+        last = next((line.strip() for line in reversed(tail) if line.strip()), "(no output)")
+        raise StepFailed(f"{module} failed: {last} (the end of its log is above; all of it: {log})")
+
+
+class StepFailed(RuntimeError):
+    """A step's CLI exited with an error; the message has its log's last line (usually the error)."""
 
 
 class DatasetProgress:

@@ -338,6 +338,8 @@ class FeatureStage:
         crops = np.stack([np.asarray(Image.open(io.BytesIO(r[FACE_JPEG])).convert("RGB")) for r in rows])
         features = self.embedder.embed(crops).astype(np.float32)
         feature_cpu = (cpu_seconds() - started) / max(len(rows), 1)
+        for _ in rows:  # each clip's share of the batch, as the clips/ rows record it
+            telemetry.stage_done(FEATURE, feature_cpu)
         cpu = [
             {stage: float(r.get(f"cpu_{stage}_s", 0.0)) for stage in CPU_STAGES[:-1]} | {FEATURE: feature_cpu}
             for r in rows

@@ -5,23 +5,48 @@ import os
 import subprocess
 import sys
 
-from tests.support.cli import ROOT
+from speech2face.dataset import RANDOM_WEIGHTS, Manifest
+from tests.support.cli import ROOT, read_metrics
 
 
-def test_the_one_command_device_benchmark_runs_on_cpu(tmp_path, ray_address):
-    """benchmarks.device --quick: every section, including a real 2-epoch trainer.train, in its report."""
-    # its trainer.train joins the session's Ray (RAY_ADDRESS) instead of starting one
-    result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(tmp_path), "--quick"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900,
+def test_the_one_command_device_run_works_on_cpu(small_corpus, tmp_path, ray_address):
+    """benchmarks.device --quick, as make test's smoke test of the GPU machine's command: the figures, then the
+    demo's job with VGG-Face features (random weights) on the session's small corpus, Serve, the CUDA tests."""
+    out = tmp_path / "device"
+    # its jobs join the session's Ray (RAY_ADDRESS) instead of starting one
+    result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick",
+                             "--corpus", str(small_corpus.directory)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=1200,
                             env=os.environ | {"RAY_ADDRESS": ray_address})  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((tmp_path / "device.json").read_text())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "device.json").read_text())
+    parts = report["parts"]
+    for name, part in parts.items():  # one line each, in order
+        assert f"[device] {name}: {part['status']}, {part['seconds']:.1f} s" in result.stdout
+    assert {name for name, part in parts.items() if part["status"] != "ok"} == {"cuda tests"}
+    assert parts["cuda tests"]["status"] == "skipped" and "needs a CUDA GPU" in parts["cuda tests"]["why"]
     assert {row["name"] for row in report["step"]["results"]} == {"fast"}
     assert report["spectrogram_rate"]["clips_per_s"] > 0 and report["vggface"]["images_per_s"] > 0
     for epoch in (report["trainer"], report["trainer"]["first_epoch"]):
         assert epoch["samples_per_s"] > 0 and 0 <= epoch["data_wait_frac"] < 1
-    table = (tmp_path / "device.md").read_text()
-    assert "| `trainer.train` epoch 2 (40 clips) |" in table and "| spectrogram |" in table
+
+    system = out / "system"
+    manifest = Manifest.read(str(system / "data"))
+    csvs = [small_corpus.directory / name for name in ("avspeech_train.csv", "avspeech_test.csv")]
+    rows = sum(len(path.read_text().splitlines()) for path in csvs)
+    assert parts["preprocess"]["clips"] == manifest.counts.clips == rows and parts["preprocess"]["clips_per_s"] > 0
+    assert (manifest.embedder.name, manifest.embedder.dim, manifest.embedder.weights_sha256) == (
+        "vggface",
+        4096,
+        RANDOM_WEIGHTS,
+    )
+    assert "train_distill" in read_metrics(system / "runs" / "demo")[0]  # the 4096-D path has fc8: distillation ran
+    assert parts["train"]["samples_per_s"] > 0 and parts["sweep"]["trials"] == 1
+    assert 0 <= parts["evaluate"]["recall_at_10"] <= 1 and parts["draw faces"]["queries"] > 0
+    serve = parts["serve"]
+    assert serve["feature_dim"] == 4096 and serve["request_ms"] > 0 and serve["gpu_replica"] is False
+    table = (out / "device.md").read_text()
+    assert "| `trainer.train` epoch 2 (16 clips) |" in table and "| serve | ok |" in table
 
 
 def test_the_trainer_speed_benchmark_brackets_a_real_run_with_raw_steps(small_dataset, ray_address, tmp_path):
