@@ -19,13 +19,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from demo.run import SWEEP_NAME, DemoConfig, DemoJob
+import requests
+
+from benchmarks.serve_load import predict
+from demo.run import DECODER_NAME, RUN_NAME, SWEEP_NAME, DemoConfig, DemoJob
+from demo.steps import last_line
 from demo_corpus.corpus import CorpusConfig, read_manifest
 from speech2face.dataset import Manifest
 
@@ -71,68 +73,48 @@ def _last_row(path: Path) -> dict:
 
 
 def job_parts(job: DemoJob) -> list[tuple[str, Callable[[], dict]]]:
-    """(name, action) of the demo job's steps; each action returns the figures of what its step wrote."""
-    actions = dict(job.steps())
+    """(name, action) of the demo job's steps, in order; each action returns the figures of what its step wrote."""
 
-    def timed(action, figures):
-        def part() -> dict:
-            started = time.monotonic()
-            action()
-            return figures(time.monotonic() - started)
-
-        return part
-
-    def preprocessed(seconds: float) -> dict:
+    def preprocess() -> dict:
+        started = time.monotonic()
+        job.preprocess()
         counts = Manifest.read(str(job.data)).counts
-        return {"clips": counts.clips, "failures": counts.failures, "clips_per_s": round(counts.clips / seconds, 3)}
+        clips_per_s = round(counts.clips / (time.monotonic() - started), 3)
+        return {"clips": counts.clips, "failures": counts.failures, "clips_per_s": clips_per_s}
 
-    def trained(run: str):
-        def figures(_seconds: float) -> dict:
+    def trained(step: Callable[[], None], run: str) -> Callable[[], dict]:
+        def train() -> dict:
+            step()
             row = _last_row(job.runs / run / "metrics.csv")
-            return {"epochs": int(row["epoch"]) if "epoch" in row else None, "samples_per_s": row["samples_per_s"],
+            return {"epochs": int(row["epoch"]), "samples_per_s": row["samples_per_s"],
                     "data_wait_frac": row["data_wait_frac"]}  # fmt: skip
 
-        return figures
+        return train
 
-    def swept(_seconds: float) -> dict:
-        rows = list(csv.DictReader((job.runs / SWEEP_NAME / "trials.csv").read_text().splitlines()))
-        return {"trials": len(rows)}
+    def sweep() -> dict:
+        job.sweep()
+        return {"trials": len(list(csv.DictReader((job.runs / SWEEP_NAME / "trials.csv").read_text().splitlines())))}
 
-    def evaluated(_seconds: float) -> dict:
+    def evaluate() -> dict:
+        job.evaluate()
         report = json.loads((job.out / "eval" / "eval.json").read_text())
         r10 = next(row for row in report["recall"] if row["k"] == 10)
-        return {
-            "queries": report["queries"],
-            "recall_at_10": round(r10["recall"], 4),
-            "chance": round(r10["chance"], 4),
-        }
+        return {"queries": report["queries"], "recall_at_10": round(r10["recall"], 4),
+                "chance": round(r10["chance"], 4)}  # fmt: skip
 
-    def drawn(_seconds: float) -> dict:
-        report = json.loads((job.out / "decoder_eval" / "decoder_eval.json").read_text())
-        return {"queries": report["queries"]}
+    def draw() -> dict:
+        job.draw()
+        return {"queries": json.loads((job.out / "decoder_eval" / "decoder_eval.json").read_text())["queries"]}
 
-    titles = list(actions)
-    figures = [lambda _s: {}, preprocessed, trained("demo"), swept, evaluated, trained("decoder"), drawn]
-    names = ["corpus", "preprocess", "train", "sweep", "evaluate", "train decoder", "draw faces"]
-    return [(name, timed(actions[title], got)) for name, title, got in zip(names, titles, figures, strict=True)]
+    return [("corpus", lambda: job.make_corpus() or {}), ("preprocess", preprocess),
+            ("train", trained(job.train, RUN_NAME)), ("sweep", sweep), ("evaluate", evaluate),
+            ("train decoder", trained(job.train_decoder, DECODER_NAME)), ("draw faces", draw)]  # fmt: skip
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
-
-
-def _post_file(url: str, path: Path) -> tuple[dict, float]:
-    request = urllib.request.Request(url, data=path.read_bytes(), headers={"Content-Type": "audio/wav"})
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=300) as response:
-        return json.load(response), time.perf_counter() - started
 
 
 def serve_request(job: DemoJob, speech: Path, use_gpu: bool, log: Path, start_timeout_s: float = 300) -> dict:
@@ -150,20 +132,24 @@ def serve_request(job: DemoJob, speech: Path, use_gpu: bool, log: Path, start_ti
         started, deadline = time.monotonic(), time.monotonic() + start_timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"serving.app exited {process.returncode}: {_last_line(log)}")
+                raise RuntimeError(f"serving.app exited {process.returncode}: {last_line(log)}")
             try:
-                _get(f"{url}/api/health")
+                requests.get(f"{url}/api/health", timeout=10).raise_for_status()
                 break
-            except OSError as error:
+            except requests.RequestException as error:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
-                        f"serving.app not healthy after {start_timeout_s} s: {_last_line(log)}"
+                        f"serving.app not healthy after {start_timeout_s} s: {last_line(log)}"
                     ) from error
                 time.sleep(1)
         ready_s = time.monotonic() - started
-        first, first_s = _post_file(f"{url}/api/predict", speech)
-        second, second_s = _post_file(f"{url}/api/predict", speech)  # warm: what a user waits for
-        assert len(first["top"]) == len(second["top"]) > 0 and second["drawn_face"], second
+        answers = [predict(url, speech, timeout_s=300) for _ in range(2)]  # the second one warm: what a user waits for
+        for response, _ in answers:
+            response.raise_for_status()
+        (_, first_s), (response, second_s) = answers
+        second = response.json()
+        if not (second["top"] and second["drawn_face"]):
+            raise RuntimeError(f"the answer lacks faces or a drawn face: {sorted(second)}")
         return {"ready_s": round(ready_s, 1), "first_request_ms": round(1000 * first_s, 1),
                 "request_ms": round(1000 * second_s, 1), "audio_seconds": second["audio_seconds"],
                 "feature_dim": second["feature_dim"], "gpu_replica": use_gpu}  # fmt: skip
@@ -195,8 +181,3 @@ def cuda_tests(log: Path) -> dict:
 
 class PartSkipped(Exception):
     """A part that cannot run here, and why (e.g. no CUDA device)."""
-
-
-def _last_line(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(no output)"

@@ -20,13 +20,17 @@ import numpy as np
 import requests
 
 
-def post_file(url: str, audio: Path, timeout_s: float = 120) -> tuple[int, float, int | None]:
-    """(HTTP status, seconds, the batch the service encoded it in: None where it does not say) of one
-    multipart upload to /api/predict."""
+def predict(url: str, audio: Path, timeout_s: float = 120) -> tuple[requests.Response, float]:
+    """One multipart upload to /api/predict: the response and its seconds."""
     started = time.perf_counter()
     with open(audio, "rb") as file:
         response = requests.post(f"{url}/api/predict", files={"file": (audio.name, file)}, timeout=timeout_s)
-    seconds = time.perf_counter() - started
+    return response, time.perf_counter() - started
+
+
+def post_file(url: str, audio: Path, timeout_s: float = 120) -> tuple[int, float, int | None]:
+    """(HTTP status, seconds, the batch the service encoded it in: None where it does not say) of one upload."""
+    response, seconds = predict(url, audio, timeout_s)
     batch = response.json().get("batch_size") if response.status_code == 200 else None
     return response.status_code, seconds, batch
 

@@ -140,7 +140,7 @@ class DemoJob:
     def steps(self) -> list[tuple[str, Callable[[], None]]]:
         """(title, action) in order; the corpus first, then the Ray steps (they join RAY_ADDRESS)."""
         return [
-            ("generate the demo corpus", lambda: generate_corpus(self.corpus_dir, self.args.corpus())),
+            ("generate the demo corpus", self.make_corpus),
             ("preprocess (Ray Data)", self.preprocess),
             ("train the voice encoder (Ray Train)", self.train),
             ("sweep loss weights and lr (Ray Tune)", self.sweep),
@@ -148,6 +148,9 @@ class DemoJob:
             ("train the face decoder (Ray Train)", self.train_decoder),
             ("draw the held-out speakers' faces", self.draw),
         ]
+
+    def make_corpus(self) -> None:
+        generate_corpus(self.corpus_dir, self.args.corpus())
 
     def _run_flags(self, name: str) -> list[str]:
         return cli_args("--data {data} --storage {runs} --name {name}", data=self.data, runs=self.runs, name=name)

@@ -68,10 +68,14 @@ def run_cli(module: str, *args: str, log: Path) -> None:
         copy(process.stdout, True)
         ray_logging.join()
     if process.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-40:]
-        print("\n".join(tail), file=sys.stderr)
-        last = next((line.strip() for line in reversed(tail) if line.strip()), "(no output)")
-        raise StepFailed(f"{module} failed: {last} (the end of its log is above; all of it: {log})")
+        print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
+        raise StepFailed(f"{module} failed: {last_line(log)} (the end of its log is above; all of it: {log})")
+
+
+def last_line(log: Path) -> str:
+    """The log's last line that is not blank: usually the error."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 class StepFailed(RuntimeError):
