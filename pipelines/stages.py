@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from PIL import Image
 
 import telemetry
@@ -298,6 +297,8 @@ class FeatureStage:
         failures_uri: str,
         layout: Layout,
     ):
+        import torch  # here, not at the top: the download and decode actors, which share this module, never need it
+
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
             self.embedder = make_embedder(
@@ -330,6 +331,8 @@ class FeatureStage:
         waves = np.stack([np.frombuffer(r[WAVEFORM], dtype=np.int16) for r in rows])
         stored = {}
         if self.layout.store_spectrogram:
+            import torch
+
             spectrograms = audio.model_input(torch.from_numpy(waves).to(self.device)).to(torch.float16)
             stored[SPECTROGRAM] = tensor_array(spectrograms.cpu().numpy())
         if self.layout.store_landmarks:  # flat between stages, like face_box

@@ -10,12 +10,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from speech2face.errors import InputError
 from speech2face.processes import run_tool
+
+if TYPE_CHECKING:  # torch is imported where the spectrogram is made: a process that only decodes audio (the
+    import torch  # preprocessing's download and decode actors) never loads it, ~1 s of CPU and ~0.3 GB each
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 6.0
@@ -125,6 +128,8 @@ def int16_to_waveform(samples: np.ndarray) -> np.ndarray:
 
 def int16_tensor_to_waveform(samples: torch.Tensor) -> torch.Tensor:
     """:func:`int16_to_waveform` for a tensor, on its device (stored waveforms become model input on the GPU)."""
+    import torch
+
     return samples.to(torch.float32) / INT16_SCALE
 
 
@@ -141,6 +146,8 @@ def num_frames(n_samples: int) -> int:
 
 
 def _as_float32_tensor(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
+    import torch
+
     tensor = wave if isinstance(wave, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(wave))
     if not tensor.is_floating_point():
         raise TypeError(
@@ -157,6 +164,8 @@ def stft(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
     Periodic Hann window, no centring or padding, so 96,000 samples give 598 frames. Batched over
     leading dimensions; runs on the input tensor's device (numpy input runs on CPU).
     """
+    import torch
+
     x = _as_float32_tensor(wave)
     num_frames(x.shape[-1])  # validates the length
     window = torch.hann_window(FRAME_LENGTH, periodic=True, dtype=x.dtype, device=x.device)
@@ -166,6 +175,8 @@ def stft(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 def compress(x: torch.Tensor) -> torch.Tensor:
     """Power-law compression ``sign(x) * |x|**0.3``, elementwise."""
+    import torch
+
     return torch.sign(x) * torch.abs(x).pow(COMPRESSION_POWER)
 
 
@@ -174,6 +185,8 @@ def spectrogram(wave: torch.Tensor | np.ndarray) -> torch.Tensor:
 
     A 6 s clip gives (598, 257, 2).
     """
+    import torch
+
     return compress(torch.view_as_real(stft(wave))).contiguous()
 
 
@@ -184,6 +197,8 @@ def model_input(samples: torch.Tensor, crop_frames: int | None = None, generator
     computed where the model runs. A random crop of ``crop_frames`` frames (drawn with ``generator``)
     cuts the waveform first: the same frames as cropping the full spectrogram, with fewer FFTs.
     """
+    import torch
+
     wave = samples if samples.is_floating_point() else int16_tensor_to_waveform(samples)
     frames = num_frames(wave.shape[-1])
     if crop_frames and frames > crop_frames:

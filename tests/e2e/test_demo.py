@@ -1,7 +1,7 @@
 """`make demo` on its default corpus, run once: it proves the voice encoder learns, then its report,
 trainer.evaluate and trainer.predict are checked on what it wrote, and a rerun reuses all of it.
-The corpus and the encoder's training are the defaults; the sweep and the face decoder are shorter
-(``tests.support.cli.SUITE_DEMO_ARGS``): their report sections are checked here, their quality in benchmarks/.
+The corpus is the default; the encoder trains 12 epochs instead of 20, and the sweep and the face decoder are
+shorter (``tests.support.cli.SUITE_DEMO_ARGS``): their report sections are checked here, their quality in benchmarks/.
 
 The test runs the real Makefile target, as a user does. The demo corpus (90 speakers x 3 clips, 24 of them
 test-only) makes each speaker's espeak-ng voice a fixed function of their face's dlib descriptor, so with

@@ -16,7 +16,6 @@ from speech2face import dataset, shards
 from speech2face.dataset import FACE_FEATURE, FACE_JPEG, FACE_LANDMARKS, TRAIN, VAL
 from speech2face.faces import CROP_SIZE
 from speech2face.landmarks import NUM_LANDMARKS, crop_landmarks, mean_shape
-from speech2face.metrics import unit_vectors
 from trainer.runtime.clips import read_split
 
 FACE = "face"  # the decoded face crop, uint8 (resolution, resolution, 3): what the workers get instead of the JPEG
@@ -69,6 +68,8 @@ def _train_column(data_uri: str, column: str):
 
 def mean_unit_feature(data_uri: str) -> np.ndarray:
     """The mean of the train faces' L2-normalised features (in_dim,): the decoder centres its input on it."""
+    from speech2face.metrics import unit_vectors  # torch: not in the Ray Data tasks that decode faces
+
     total, count = None, 0
     for features in _train_column(data_uri, FACE_FEATURE):
         if features is not None:
