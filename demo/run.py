@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.report import write_report
-from demo.steps import LOG_DIR, StepFailed, Steps, cli_args, run_cli, start_demo_ray
+from demo.steps import LOG_DIR, StepFailed, Steps, cli_args, run_cli, start_demo_ray, stop_demo_ray
 from demo_corpus.corpus import TEST_CSV, TRAIN_CSV, CorpusConfig, generate_corpus
 from demo_corpus.server import serve_directory, url_template
 from pipelines.preprocess.config import PreprocessConfig
@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         os.environ["RAY_ADDRESS"] = start_demo_ray(args.num_cpus)
         for title, action in ray_steps:
             steps.run(title, action)
+        stop_demo_ray()
     except StepFailed as failed:
         raise SystemExit(f"[demo] {failed}; fix the cause and rerun: finished steps are reused") from None
     total = time.monotonic() - began

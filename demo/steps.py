@@ -157,6 +157,15 @@ def start_demo_ray(num_cpus: int) -> str:
     return ray.get_runtime_context().gcs_address
 
 
+def stop_demo_ray() -> None:
+    """Stops the Ray of :func:`start_demo_ray` once the steps are done, before the demo's closing lines: Ray
+    prints its raylet's warnings (e.g. "N PYTHON worker processes have been started") on the console of the
+    process that started it, and one arriving later would end the console instead of the demo's last line."""
+    import ray
+
+    ray.shutdown()
+
+
 def cli_args(text: str, **values) -> list[str]:
     """A step's flags, written as on a command line: ``cli_args("--data {data}", data=path)``."""
     return shlex.split(text.format(**{name: shlex.quote(str(value)) for name, value in values.items()}))
