@@ -43,6 +43,7 @@ from PIL import Image
 from benchmarks import device_system, train_step
 from benchmarks.device_system import PartSkipped
 from benchmarks.trainer_speed import run_trainer
+from demo.run import LOCAL_RAY_CPUS
 from demo.steps import start_demo_ray
 from speech2face import audio
 from speech2face import dataset as ds
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
         (out / "device.json").write_text(json.dumps(report, indent=2))
 
     if "RAY_ADDRESS" not in os.environ:  # one Ray for every part's jobs (make test's smoke test joins its own)
-        os.environ["RAY_ADDRESS"] = start_demo_ray(os.cpu_count() or 1)
+        os.environ["RAY_ADDRESS"] = start_demo_ray(LOCAL_RAY_CPUS)  # the demo's: on 2 cores a trial needs more
     with tempfile.TemporaryDirectory() as work:
         # the system first: its GPU paths had never run on a GPU, the figures were taken before (RESULTS.md)
         parts = []

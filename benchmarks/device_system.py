@@ -1,5 +1,6 @@
 """The whole system on the device ``benchmarks.device`` finds, as its later parts: `make demo`'s job with every
-GPU switch on, a Serve deployment answering one real-speech request, and the CUDA tests.
+GPU switch on, a Serve deployment of the repository's serve_config.yaml answering one real-speech request, and
+the CUDA tests.
 
 The job is demo.run's (``demo.run.DemoJob``): the same CLIs a user submits, here with VGG-Face features
 (deterministic random weights, a stand-in: no package ships the real ones), so the 4096-D path and the
@@ -24,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import requests
+import yaml
 
 from benchmarks.serve_load import predict
 from demo.run import DECODER_NAME, RUN_NAME, SWEEP_NAME, DemoConfig, DemoJob
@@ -117,30 +119,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_config(job: DemoJob, port: int, use_gpu: bool) -> dict:
+    """The repository's serve_config.yaml (what production deploys) with this job's run, data and decoder."""
+    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    config["http_options"]["port"] = port
+    paths = {"model": str(job.model), "gallery": str(job.data), "decoder": str(job.decoder)}
+    config["applications"][0]["args"] |= paths | {"num_gpus_per_replica": int(use_gpu)}
+    return config
+
+
 def serve_request(job: DemoJob, speech: Path, use_gpu: bool, log: Path, start_timeout_s: float = 300) -> dict:
-    """`python -m serving.app` on this Ray (a GPU a replica with CUDA), one real-speech request, then Ctrl-C."""
+    """`serve run` of serve_config.yaml on this Ray (a GPU a replica with CUDA), one real-speech request, then
+    Ctrl-C (serve run then shuts Serve down)."""
     if not speech.is_file():
         raise FileNotFoundError(f"no speech file {speech}: pass --speech FILE (a wav of a person speaking)")
     port = _free_port()
-    command = [sys.executable, "-m", "serving.app", "--model", str(job.model), "--gallery", str(job.data),
-               "--decoder", str(job.decoder), "--port", str(port),
-               "--num-gpus-per-replica", "1" if use_gpu else "0"]  # fmt: skip
+    config = log.with_name("serve_config.yaml")
+    config.write_text(yaml.safe_dump(serve_config(job, port, use_gpu), sort_keys=False))
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([str(Path(sys.executable).with_name("serve")), "run", str(config)], cwd=ROOT,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         started, deadline = time.monotonic(), time.monotonic() + start_timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"serving.app exited {process.returncode}: {last_line(log)}")
+                raise RuntimeError(f"serve run exited {process.returncode}: {last_line(log)}")
             try:
                 requests.get(f"{url}/api/health", timeout=10).raise_for_status()
                 break
             except requests.RequestException as error:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"serving.app not healthy after {start_timeout_s} s: {last_line(log)}"
-                    ) from error
+                    raise TimeoutError(f"serve run not healthy after {start_timeout_s} s: {last_line(log)}") from error
                 time.sleep(1)
         ready_s = time.monotonic() - started
         answers = [predict(url, speech, timeout_s=300) for _ in range(2)]  # the second one warm: what a user waits for
@@ -150,15 +160,16 @@ def serve_request(job: DemoJob, speech: Path, use_gpu: bool, log: Path, start_ti
         second = response.json()
         if not (second["top"] and second["drawn_face"]):
             raise RuntimeError(f"the answer lacks faces or a drawn face: {sorted(second)}")
+        gallery = requests.get(f"{url}/api/info", timeout=10).json()["gallery"]
         return {"ready_s": round(ready_s, 1), "first_request_ms": round(1000 * first_s, 1),
                 "request_ms": round(1000 * second_s, 1), "audio_seconds": second["audio_seconds"],
-                "feature_dim": second["feature_dim"], "gpu_replica": use_gpu}  # fmt: skip
+                "feature_dim": second["feature_dim"], "gpu_replica": use_gpu, "gallery": gallery}  # fmt: skip
     finally:
-        process.send_signal(signal.SIGINT)  # serving.app shuts its application down
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as a user stops serve run
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def cuda_tests(log: Path) -> dict:

@@ -37,6 +37,8 @@ from tuning.config import SweepConfig
 PROG = "python -m demo.run"
 
 RUN_NAME, SWEEP_NAME, DECODER_NAME = "demo", "sweep", "decoder"
+# --num-cpus: the logical CPUs of the local Ray the steps join (benchmarks.device starts its own with them too)
+LOCAL_RAY_CPUS = max(os.cpu_count() or 1, 4)
 # Tiny preset on 2 CPU cores, 20 epochs on the default corpus. --amp auto: bf16 autocast where the CPU has it
 # natively (AMX / AVX512-BF16: ~5 s an epoch), fp32 where bf16 would be emulated (several times slower).
 # The sweep's trials train the same way, with its loss weights and lr.
@@ -78,7 +80,7 @@ class DemoConfig(CorpusConfig):
     loss_distill: float = field_of(TrainConfig, "loss_distill")
     use_gpu: bool = flag(False, help="the encoder, the sweep's trials and the decoder train on GPUs (--use-gpu)")
     num_cpus: int = flag(
-        max(os.cpu_count() or 1, 4),
+        LOCAL_RAY_CPUS,
         minimum=1,
         help="logical CPUs of the local Ray: training takes 2, a sweep trial 2.01, Ray Data needs 1 more",
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-import yaml
 from PIL import Image
 
 from benchmarks.serve_load import post_file, run_load
@@ -164,34 +163,6 @@ def _served(port: int) -> dict:
     ok = [line for line in lines if line.startswith("ray_s2f_serve_requests_total") and 'status="200"' in line]
     return {"requests": sum(float(line.rsplit(" ", 1)[1]) for line in ok),
             "calls": total("ray_s2f_serve_batch_size_count")}  # fmt: skip
-
-
-def test_serve_run_of_the_repository_config_starts_the_service(tiny_model, small_dataset, tmp_path):
-    """`serve run serve_config.yaml` as docs/serve.md says: the repository's file with the session's model and
-    gallery and a free port, on a Ray of its own (a config deploy would replace the session's Serve apps)."""
-    config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    config["http_options"]["port"] = port = _free_port()
-    args = config["applications"][0]["args"]
-    args |= {"model": str(tiny_model), "gallery": str(small_dataset), "num_cpus_per_replica": 0.5}
-    del args["decoder"]
-    path = tmp_path / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    serve = Path(sys.executable).with_name("serve")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
-    process = subprocess.Popen([str(serve), "run", str(path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(url, process, timeout_s=180)
-        status, _, batch = post_file(url, SPEECH)
-        assert (status, batch) == (200, 1)
-        assert requests.get(f"{url}/api/info", timeout=10).json()["gallery"] == str(small_dataset)
-    finally:  # Ctrl-C: serve run shuts its application and its Ray down
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_the_page_in_a_real_browser_shows_five_faces(service, tmp_path):

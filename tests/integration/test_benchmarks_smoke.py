@@ -5,19 +5,18 @@ import os
 import subprocess
 import sys
 
+import yaml
+
 from speech2face.dataset import RANDOM_WEIGHTS, Manifest
 from tests.support.cli import ROOT, read_metrics
 
 
-def test_the_one_command_device_run_works_on_cpu(small_corpus, tmp_path, ray_address):
+def test_the_one_command_device_run_works_on_cpu(background_device_run, small_corpus):
     """benchmarks.device --quick, as make test's smoke test of the GPU machine's command: the figures, then the
-    demo's job with VGG-Face features (random weights) on the session's small corpus, Serve, the CUDA tests."""
-    out = tmp_path / "device"
-    # its jobs join the session's Ray (RAY_ADDRESS) instead of starting one
-    result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick",
-                             "--corpus", str(small_corpus.directory)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                            env=os.environ | {"RAY_ADDRESS": ray_address})  # fmt: skip
+    demo's job with VGG-Face features (random weights) on the session's small corpus, Serve, the CUDA tests.
+    It runs in the background on a Ray of its own (tests/conftest.py)."""
+    result, _ = background_device_run.result()
+    out = background_device_run.out
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "device.json").read_text())
     parts = report["parts"]
@@ -43,8 +42,12 @@ def test_the_one_command_device_run_works_on_cpu(small_corpus, tmp_path, ray_add
     assert "train_distill" in read_metrics(system / "runs" / "demo")[0]  # the 4096-D path has fc8: distillation ran
     assert parts["train"]["samples_per_s"] > 0 and parts["sweep"]["trials"] == 1
     assert 0 <= parts["evaluate"]["recall_at_10"] <= 1 and parts["draw faces"]["queries"] > 0
-    serve = parts["serve"]
+    serve = parts["serve"]  # `serve run` of the repository's serve_config.yaml, with the job's run and data
     assert serve["feature_dim"] == 4096 and serve["request_ms"] > 0 and serve["gpu_replica"] is False
+    assert serve["gallery"] == str(system / "data")
+    deployed = yaml.safe_load((system / "logs" / "serve_config.yaml").read_text())
+    repository = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    assert deployed["applications"][0]["import_path"] == repository["applications"][0]["import_path"]
     table = (out / "device.md").read_text()
     assert "| `trainer.train` epoch 2 (16 clips) |" in table and "| serve | ok |" in table
 

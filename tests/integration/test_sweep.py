@@ -138,27 +138,12 @@ def test_asha_stops_an_absurd_learning_rate_early_and_leaks_nothing(data, ray_ad
     _no_leak(ray_session)
 
 
-def test_optuna_with_asha_writes_the_reports_and_resumes_without_rerunning(data, ray_address, ray_session, tmp_path):
-    # two trials side by side: one wave (a third trial would wait for a second one)
-    args = (data, tmp_path, "optuna", "--search", "optuna", "--num-samples", "2", "--scheduler", "asha",
-            "--epochs", "2", "--grace-period", "1", "--max-concurrent-trials", "2")  # fmt: skip
-    first = _run_sweep(ray_address, *args)
-    assert "at most 2 at a time" in first.stdout  # 1.01 CPUs a trial, and 1 left for Ray Data, of the session's 4
-    trials = _trials(tmp_path / "optuna")
-    assert len(trials) == 2 and {t["status"] for t in trials} <= {"TERMINATED", "STOPPED_EARLY"}, trials
-    assert len({t["lr"] for t in trials}) == 2  # TPE proposed two different points
-    best = json.loads((tmp_path / "optuna" / "best_config.json").read_text())
-    assert math.isfinite(best["value"]) and "trainer.train" in best["command"]
-    again = _run_sweep(ray_address, *args, "--resume")
-    assert "started with configuration" not in again.stdout + again.stderr  # a finished sweep starts no trial
-    assert [t["trial_id"] for t in _trials(tmp_path / "optuna")] == [t["trial_id"] for t in trials]
-    _no_leak(ray_session)
-
-
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials_then_reports_a_command_that_trains(
+def test_an_interrupted_optuna_sweep_resumes_without_rerunning_finished_trials_then_reports_a_command_that_trains(
     data, ray_address, ray_session, tmp_path
 ):
-    args = (data, tmp_path, "resumable", "--num-samples", "2", "--scheduler", "none", "--epochs", "1")
+    # TPE (optuna) proposes the trials; its state comes back with the sweep's on --resume
+    args = (data, tmp_path, "resumable", "--search", "optuna", "--num-samples", "2", "--scheduler", "none",
+            "--epochs", "1")  # fmt: skip
     log = open(tmp_path / "first.log", "w")
     sweep = subprocess.Popen(_sweep_command(*args), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "RAY_ADDRESS": ray_address})  # fmt: skip
@@ -188,7 +173,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials_then_report
 
     # what every finished sweep writes: each trial a whole trainer.train run, the best one, a plot, a command
     sweep_dir = tmp_path / "resumable"
-    assert len({(t["lr"], t["loss_l2norm"], t["loss_l1"]) for t in trials}) == 2
+    assert len({t["lr"] for t in trials}) == 2  # TPE proposed two different points
     for trial in trials:
         assert trial["epochs"] == "1" and len(read_metrics(sweep_dir / "trials" / trial["trial_id"])) == 1
     best = json.loads((sweep_dir / "best_config.json").read_text())

@@ -68,43 +68,65 @@ def make_read_only(directory: Path) -> None:
     directory.chmod(directory.stat().st_mode & ~0o222)
 
 
-class MakeDemo:
-    """``make demo DEMO_OUT=out DEMO_ARGS=...`` started in the background; ``result()`` waits for it to end.
+class BackgroundCommand:
+    """A command that writes into ``out``, started in the background, or once ``after`` has ended; ``result()``
+    waits for it to end.
 
     Its output goes to temporary files (a pipe nobody reads would fill and stall it), and a thread notes
     the moment it ends, so its wall time is exact however late ``result()`` is called.
     """
 
-    def __init__(self, out: Path, args: tuple[str, ...] = SUITE_DEMO_ARGS, timeout_s: float = 1800):
-        self.out, self.args, self.timeout_s = out, args, timeout_s
+    def __init__(self, command: list[str], what: str, out: Path, timeout_s: float, env: dict[str, str] | None = None,
+                 after: BackgroundCommand | None = None):  # fmt: skip
+        self.command, self.what, self.out, self.timeout_s, self.after = command, what, out, timeout_s, after
+        self.env = dict(env if env is not None else os.environ)  # as it is now: a test may change os.environ later
         self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
-        self.started = time.monotonic()
-        # --no-print-directory: under `make test` a sub-make would print "make[1]: Leaving directory" last
-        command = ["make", "--no-print-directory", "demo", f"DEMO_OUT={out}", f"DEMO_ARGS={' '.join(args)}"]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1], text=True,
-                                        start_new_session=True)  # fmt: skip
-        self.ended: float | None = None
-        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self.deadline = time.monotonic() + timeout_s + (after.timeout_s if after else 0)
+        self.process: subprocess.Popen | None = None
+        self.started = self.ended = None
+        self.stopped = threading.Event()
+        self._waiter = threading.Thread(target=self._run, daemon=True)
         self._waiter.start()
 
-    def _wait(self) -> None:
+    def _run(self) -> None:
+        if self.after:
+            self.after.wait()
+        if self.stopped.is_set():
+            return
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1],
+                                        text=True, env=self.env, start_new_session=True)  # fmt: skip
         self.process.wait()
         self.ended = time.monotonic()
 
+    def wait(self) -> None:
+        self._waiter.join(max(0.0, self.deadline - time.monotonic()))
+
     def result(self) -> tuple[subprocess.CompletedProcess, float]:
-        self._waiter.join(max(0.0, self.started + self.timeout_s - time.monotonic()))
+        self.wait()
         if self.ended is None:
             self.stop()
-            raise AssertionError(f"make demo still running after {self.timeout_s:.0f} s")
+            raise AssertionError(f"{self.what} still running {self.timeout_s:.0f} s after it started")
         for stream in self.streams:
             stream.seek(0)
         stdout, stderr = (stream.read() for stream in self.streams)
-        result = subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+        result = subprocess.CompletedProcess(self.command, self.process.returncode, stdout, stderr)
         return result, self.ended - self.started
 
     def stop(self) -> None:
-        if self.process.poll() is None:
+        self.stopped.set()
+        if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         for stream in self.streams:
             stream.close()
+
+
+class MakeDemo(BackgroundCommand):
+    """``make demo DEMO_OUT=out DEMO_ARGS=...`` in the background."""
+
+    def __init__(self, out: Path, args: tuple[str, ...] = SUITE_DEMO_ARGS, timeout_s: float = 1800):
+        self.args = args
+        # --no-print-directory: under `make test` a sub-make would print "make[1]: Leaving directory" last
+        command = ["make", "--no-print-directory", "demo", f"DEMO_OUT={out}", f"DEMO_ARGS={' '.join(args)}"]
+        super().__init__(command, "make demo", out, timeout_s)
