@@ -28,13 +28,11 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$pkgs; \
 	fi
 
-# --no-compile: Python compiles the modules it imports, once, on first import; pip would compile every file of
-# every package (torch's, TensorFlow's, Ray's): 36 s of the install's 90 (benchmarks/RESULTS.md).
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -q --no-compile -r requirements.txt -r requirements-dev.txt
-	$(PIP) install -q --no-compile --no-deps -r requirements-nodeps.txt -r requirements-dev-nodeps.txt
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt -r requirements-dev-nodeps.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

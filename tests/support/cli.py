@@ -84,18 +84,19 @@ class BackgroundCommand:
         self.deadline = time.monotonic() + timeout_s + (after.timeout_s if after else 0)
         self.process: subprocess.Popen | None = None
         self.started = self.ended = None
-        self.stopped = threading.Event()
+        self.stopped, self._starting = False, threading.Lock()
         self._waiter = threading.Thread(target=self._run, daemon=True)
         self._waiter.start()
 
     def _run(self) -> None:
         if self.after:
             self.after.wait()
-        if self.stopped.is_set():
-            return
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1],
-                                        text=True, env=self.env, start_new_session=True)  # fmt: skip
+        with self._starting:  # stop() either comes first, and nothing starts, or kills what started
+            if self.stopped:
+                return
+            self.started = time.monotonic()
+            self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=self.streams[0], stderr=self.streams[1],
+                                            text=True, env=self.env, start_new_session=True)  # fmt: skip
         self.process.wait()
         self.ended = time.monotonic()
 
@@ -114,10 +115,11 @@ class BackgroundCommand:
         return result, self.ended - self.started
 
     def stop(self) -> None:
-        self.stopped.set()
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        with self._starting:
+            self.stopped = True
+            if self.process is not None and self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         for stream in self.streams:
             stream.close()
 
