@@ -1,7 +1,6 @@
 """Shared pytest fixtures: real servers and a real Ray instance, started once per test session."""
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -17,16 +16,7 @@ import pytest  # noqa: E402
 
 from speech2face.dataset import Layout, Manifest  # noqa: E402
 from tests.support import rgw  # noqa: E402
-from tests.support.cli import (  # noqa: E402
-    DECODER_RUN,
-    TINY_RUN,
-    BackgroundCommand,
-    MakeDemo,
-    check,
-    make_dataset,
-    make_read_only,
-    run,
-)
+from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
 from tests.support.old_data import make_old_layout  # noqa: E402
 from tests.support.prometheus import METRICS_REPORT_MS  # noqa: E402
 
@@ -38,10 +28,6 @@ RAY_TEST_CPUS = 4
 # session and runs beside the other tests, which leave some of the 2 cores idle (waiting on Ray, servers,
 # processes); the module's tests run last, when it is about done.
 DEMO_TESTS = "test_demo.py"
-# The smoke test of the GPU machine's one command (benchmarks.device --quick, ~4 min) runs in the background too,
-# from the moment the demo ends: after it, the other tests leave a core idle a fifth of the time. Its test runs
-# after the others, before the demo's.
-DEVICE_TEST = "test_the_one_command_device_run_works_on_cpu"
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -161,7 +147,7 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.name == DEVICE_TEST))  # stable otherwise
+    items.sort(key=lambda item: item.path.name == DEMO_TESTS)  # stable: the order is kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -178,19 +164,3 @@ def background_demo(request, tmp_path_factory):
     demo = MakeDemo(tmp_path_factory.mktemp("demo") / "demo_output")
     yield demo
     demo.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def background_device_run(request, background_demo, tmp_path_factory):
-    """``benchmarks.device --quick`` on ``small_corpus``, on a Ray of its own, started once the background demo
-    has ended (at once without one) if its test runs."""
-    if not any(item.name == DEVICE_TEST for item in request.session.items):
-        yield None
-        return
-    corpus = request.getfixturevalue("small_corpus").directory
-    out = tmp_path_factory.mktemp("device") / "device"
-    command = [sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick", "--corpus", str(corpus)]
-    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
-    device = BackgroundCommand(command, "benchmarks.device --quick", out, 1200, env=env, after=background_demo)
-    yield device
-    device.stop()
