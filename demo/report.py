@@ -29,6 +29,10 @@ IMAGES = {
 PARAM_COLUMNS = ("lr", "loss_l2norm", "loss_l1")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _pipeline(manifest: Manifest) -> list[str]:
     counts, cpu = manifest.counts, manifest.cpu_s_per_clip
     total = counts.clips + counts.failures
@@ -163,7 +167,7 @@ def write_report(out: Path, timings: list[dict], total_s: float, args: dict) -> 
         "",
         *_training(out),
         "",
-        f"## Sweep (Ray Tune, {args['trials']} trials of at most {args['sweep_epochs']} epochs)",
+        f"## Sweep (Ray Tune, {_count(args['trials'], 'trial')} of at most {_count(args['sweep_epochs'], 'epoch')})",
         "",
         *_sweep(out),
         "",

@@ -64,7 +64,8 @@ PITCH_LEVELS = tuple(range(15, 91, 5))  # espeak-ng -p, 16 levels
 SPEED_LEVELS = tuple(range(120, 211, 10))  # espeak-ng -s, words per minute, 10 levels
 DESCRIPTOR_DIM = 128
 VOICE_AXES = 4  # variant (2 axes, 4 x 4 variants), pitch, speed
-VOICE_AXES_FILE = Path(__file__).with_name("voice_axes.json")  # written by write_voice_axes()
+# written by write_voice_axes(): the axes, and the LFW faces dlib detects that they were fitted on
+VOICE_AXES_FILE = Path(__file__).with_name("voice_axes.json")
 
 # Harvard sentences (IEEE 1969, public domain); a segment speaks three consecutive ones.
 SENTENCES = (
@@ -140,6 +141,12 @@ def voice_axes() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(stored["axes"], np.float64), np.asarray(stored["deciles"], np.float64)
 
 
+def stored_detectable_faces() -> list[int]:
+    """The LFW faces dlib detects at ``FACE_SIZE`` (``demo_corpus.faces.detectable_faces``), as stored beside
+    the axes: finding them again costs ~10 s of HOG detection; the corpus's tests check the stored answer."""
+    return json.loads(VOICE_AXES_FILE.read_text())["detectable_faces"]
+
+
 def fit_voice_axes(face_indices: list[int]) -> dict:
     """Principal axes of these faces' descriptors, each signed so its largest component is positive
     (SVD signs are arbitrary), and the deciles of the faces' projections on them."""
@@ -160,7 +167,8 @@ def write_voice_axes() -> dict:
     """Refit ``voice_axes.json`` from the detectable LFW faces (only if dlib or the faces change)."""
     from demo_corpus.faces import detectable_faces
 
-    fitted = fit_voice_axes(detectable_faces(FACE_SIZE))
+    faces = detectable_faces(FACE_SIZE)
+    fitted = fit_voice_axes(faces) | {"detectable_faces": faces}
     VOICE_AXES_FILE.write_text(json.dumps(fitted) + "\n")
     voice_axes.cache_clear()
     return fitted
@@ -555,10 +563,7 @@ def generate_corpus(
         log(f"{out_dir} holds an incomplete corpus or one for other arguments; replacing it")
     _remove_previous(out_dir)
     began = time.monotonic()
-    from demo_corpus.faces import detectable_faces
-
-    log("finding the LFW faces dlib detects (about 10 s)")
-    plans = plan_corpus(config, detectable_faces(FACE_SIZE))
+    plans = plan_corpus(config, stored_detectable_faces())
     rendered: dict[int, SpeakerPlan] = {}
     if workers == 1:
         for plan in plans:

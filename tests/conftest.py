@@ -1,6 +1,7 @@
 """Shared pytest fixtures: real servers and a real Ray instance, started once per test session."""
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -11,12 +12,24 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tests run torch in several processes at once on 2 cores: OpenMP threads that spin while they wait for
 # each other cost ~15 % there (a busy-wait on a descheduled core); sleeping costs nothing measurable alone.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Ray Train's controller polls its workers every 2 s, so a run ends up to ~3 s after its last epoch; the suite
+# starts ~30 runs (the Rays it starts inherit this). Polling costs a few ms of CPU each time.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 import pytest  # noqa: E402
 
 from speech2face.dataset import Layout, Manifest  # noqa: E402
 from tests.support import rgw  # noqa: E402
-from tests.support.cli import DECODER_RUN, TINY_RUN, MakeDemo, check, make_dataset, make_read_only, run  # noqa: E402
+from tests.support.cli import (  # noqa: E402
+    DECODER_RUN,
+    TINY_RUN,
+    BackgroundCommand,
+    MakeDemo,
+    check,
+    make_dataset,
+    make_read_only,
+    run,
+)
 from tests.support.old_data import make_old_layout  # noqa: E402
 from tests.support.prometheus import METRICS_REPORT_MS  # noqa: E402
 
@@ -28,6 +41,10 @@ RAY_TEST_CPUS = 4
 # session and runs beside the other tests, which leave some of the 2 cores idle (waiting on Ray, servers,
 # processes); the module's tests run last, when it is about done.
 DEMO_TESTS = "test_demo.py"
+# The smoke test of the GPU machine's one command (benchmarks.device --quick, ~4 min) runs in the background too,
+# from the moment the demo ends: after it, the other tests leave a core idle a fifth of the time. Its test runs
+# after the others, before the demo's.
+DEVICE_TEST = "test_the_one_command_device_run_works_on_cpu"
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -147,7 +164,7 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name == DEMO_TESTS)  # stable: the order is kept otherwise
+    items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.name == DEVICE_TEST))  # stable otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -164,3 +181,19 @@ def background_demo(request, tmp_path_factory):
     demo = MakeDemo(tmp_path_factory.mktemp("demo") / "demo_output")
     yield demo
     demo.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_device_run(request, background_demo, tmp_path_factory):
+    """``benchmarks.device --quick`` on ``small_corpus``, on a Ray of its own, started once the background demo
+    has ended (at once without one) if its test runs."""
+    if not any(item.name == DEVICE_TEST for item in request.session.items):
+        yield None
+        return
+    corpus = request.getfixturevalue("small_corpus").directory
+    out = tmp_path_factory.mktemp("device") / "device"
+    command = [sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick", "--corpus", str(corpus)]
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    device = BackgroundCommand(command, "benchmarks.device --quick", out, 1200, env=env, after=background_demo)
+    yield device
+    device.stop()

@@ -102,7 +102,7 @@ def test_make_demo_writes_a_report_with_every_section_and_image(demo):
     for heading in (
         "## Preprocessing (Ray Data)",
         "## Training (Ray Train, preset tiny)",
-        f"## Sweep (Ray Tune, {TRIALS} trials",
+        f"## Sweep (Ray Tune, {TRIALS} trial of at most {SUITE_DEMO.sweep_epochs} epoch)",  # the suite's: 1 and 1
         "## Retrieval on held-out speakers",
         "## Face decoder: voices drawn as faces (Ray Train, preset tiny)",
         "## Time per step",

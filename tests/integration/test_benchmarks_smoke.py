@@ -11,15 +11,12 @@ from speech2face.dataset import RANDOM_WEIGHTS, Manifest
 from tests.support.cli import ROOT, read_metrics
 
 
-def test_the_one_command_device_run_works_on_cpu(small_corpus, tmp_path, ray_address):
+def test_the_one_command_device_run_works_on_cpu(background_device_run, small_corpus):
     """benchmarks.device --quick, as make test's smoke test of the GPU machine's command: the figures, then the
-    demo's job with VGG-Face features (random weights) on the session's small corpus, Serve, the CUDA tests."""
-    out = tmp_path / "device"
-    # its jobs join the session's Ray (RAY_ADDRESS) instead of starting one
-    result = subprocess.run([sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick",
-                             "--corpus", str(small_corpus.directory)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1200,
-                            env=os.environ | {"RAY_ADDRESS": ray_address})  # fmt: skip
+    demo's job with VGG-Face features (random weights) on the session's small corpus, Serve, the CUDA tests.
+    It runs in the background on a Ray of its own (tests/conftest.py)."""
+    result, _ = background_device_run.result()
+    out = background_device_run.out
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / "device.json").read_text())
     parts = report["parts"]

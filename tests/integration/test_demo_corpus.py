@@ -30,6 +30,7 @@ from demo_corpus.corpus import (
     generate_corpus,
     make_ytid,
     plan_corpus,
+    stored_detectable_faces,
     voice_for_face,
 )  # fmt: skip
 from demo_corpus.faces import detectable_faces
@@ -148,6 +149,7 @@ def test_voice_is_the_fixed_function_of_each_speakers_face(corpus):
 
 def test_stored_voice_axes_are_the_principal_axes_of_the_detectable_lfw_faces():
     stored = json.loads(VOICE_AXES_FILE.read_text())
+    assert stored_detectable_faces() == stored["detectable_faces"] == detectable_faces(FACE_SIZE)  # dlib's, now
     fitted = fit_voice_axes(detectable_faces(FACE_SIZE))
     assert fitted["faces"] == stored["faces"] >= 90
     np.testing.assert_allclose(stored["axes"], fitted["axes"], atol=2e-6)
