@@ -1,7 +1,6 @@
 """Shared pytest fixtures: real servers and a real Ray instance, started once per test session."""
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,6 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 import pytest  # noqa: E402
 
-from speech2face import flags  # noqa: E402
 from speech2face.dataset import Layout, Manifest  # noqa: E402
 from tests.support import rgw  # noqa: E402
 from tests.support.cli import (  # noqa: E402
@@ -43,13 +41,10 @@ RAY_TEST_CPUS = 4
 # session and runs beside the other tests, which leave some of the 2 cores idle (waiting on Ray, servers,
 # processes); the module's tests run last, when it is about done.
 DEMO_TESTS = "test_demo.py"
-# Two more commands run in the background, one after the other, from the moment the demo ends (after it, the
-# other tests leave a core idle a fifth of the time): the smoke test of the GPU machine's one command
-# (benchmarks.device --quick, ~4 min) and the second demo on S3 (demo.sources, ~1.5 min), each on a Ray of its
-# own. Their tests run after the others, before the demo's.
+# The smoke test of the GPU machine's one command (benchmarks.device --quick, ~4 min) runs in the background too,
+# from the moment the demo ends: after it, the other tests leave a core idle a fifth of the time. Its test runs
+# after the others, before the demo's.
 DEVICE_TEST = "test_the_one_command_device_run_works_on_cpu"
-SOURCES_TEST = "test_the_sources_demo_on_s3"
-SMALL_CORPUS_ARGS = ("--speakers", "6", "--clips-per-speaker", "2", "--test-speakers", "2")  # small_corpus's
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -103,7 +98,7 @@ def small_corpus(tmp_path_factory) -> Corpus:
     from demo_corpus.corpus import CorpusConfig, generate_corpus
 
     directory = tmp_path_factory.mktemp("small_corpus")
-    config = flags.parse(CorpusConfig, list(SMALL_CORPUS_ARGS), "small_corpus")
+    config = CorpusConfig(speakers=6, clips_per_speaker=2, test_speakers=2)
     return Corpus(directory, generate_corpus(directory, config, log=lambda message: None))
 
 
@@ -169,7 +164,7 @@ def pytest_report_header(config) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.name in (DEVICE_TEST, SOURCES_TEST)))
+    items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.name == DEVICE_TEST))  # stable otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -198,42 +193,7 @@ def background_device_run(request, background_demo, tmp_path_factory):
     corpus = request.getfixturevalue("small_corpus").directory
     out = tmp_path_factory.mktemp("device") / "device"
     command = [sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick", "--corpus", str(corpus)]
-    device = BackgroundCommand(command, "benchmarks.device --quick", out, 1200, env=_own_ray_env(),
-                               after=background_demo)  # fmt: skip
+    env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
+    device = BackgroundCommand(command, "benchmarks.device --quick", out, 1200, env=env, after=background_demo)
     yield device
     device.stop()
-
-
-@dataclass(frozen=True)
-class SourcesDemo:
-    run: BackgroundCommand
-    bucket: rgw.S3Bucket
-
-
-@pytest.fixture(scope="session", autouse=True)
-def background_sources_demo(request, background_demo, background_device_run, tmp_path_factory):
-    """``demo.sources`` on ``small_corpus`` (copied in, not generated), held on a fresh bucket of the real RGW, on
-    a Ray of its own, started once the background commands before it have ended, if its test runs."""
-    if not any(item.name == SOURCES_TEST for item in request.session.items):
-        yield None
-        return
-    try:
-        server = request.getfixturevalue("s3_server")
-    except pytest.skip.Exception:
-        yield None  # the test skips with the server's reason
-        return
-    bucket = rgw.create_bucket(server)
-    out = tmp_path_factory.mktemp("sources") / "demo_sources"
-    shutil.copytree(request.getfixturevalue("small_corpus").directory, out / "corpus")
-    command = [sys.executable, "-m", "demo.sources", "--out", str(out), "--store", bucket.uri, *SMALL_CORPUS_ARGS]
-    sources = BackgroundCommand(command, "demo.sources", out, 900, env=_own_ray_env(server.env()),
-                                after=background_device_run or background_demo)  # fmt: skip
-    yield SourcesDemo(sources, bucket)
-    sources.stop()
-
-
-def _own_ray_env(settings: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment (plus ``settings``) for a command that starts a Ray of its own, so that its Ray's workers
-    inherit both: no RAY_ADDRESS, and no AWS setting that would send S3 elsewhere."""
-    dropped = {"RAY_ADDRESS", *(rgw.OVERRIDING_AWS_SETTINGS if settings else ())}
-    return {name: value for name, value in os.environ.items() if name not in dropped} | (settings or {})

@@ -361,21 +361,11 @@ def s3_bucket_fixture(s3_server: RGWServer, monkeypatch) -> Iterator[S3Bucket]:
     """Body of the function-scoped `s3_bucket` fixture: a fresh bucket, with the client settings
     put in os.environ for this test, so subprocesses and Ray workers *started during the test*
     inherit them (a Ray cluster started earlier needs `runtime_env={"env_vars": s3_server.env()}`)."""
-    use_server(s3_server, monkeypatch)
-    yield create_bucket(s3_server)
-
-
-def use_server(s3_server: RGWServer, monkeypatch) -> None:
-    """The server's client settings in os.environ (``monkeypatch`` undoes it)."""
     for name in OVERRIDING_AWS_SETTINGS:  # a developer's own AWS setup must not redirect the tests
         monkeypatch.delenv(name, raising=False)
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
-
-
-def create_bucket(s3_server: RGWServer) -> S3Bucket:
-    """A fresh bucket; its ``uri`` is a prefix inside it."""
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     s3_server.create_bucket(bucket)
-    return S3Bucket(name=bucket, uri=f"s3://{bucket}/data", server=s3_server)
+    yield S3Bucket(name=bucket, uri=f"s3://{bucket}/data", server=s3_server)
     s3_server.filesystem().delete_dir(bucket)  # leave no buckets behind for later tests
