@@ -12,8 +12,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Tests run torch in several processes at once on 2 cores: OpenMP threads that spin while they wait for
 # each other cost ~15 % there (a busy-wait on a descheduled core); sleeping costs nothing measurable alone.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# Ray Train's controller polls its workers every 2 s: a tiny run ended 4.3 s after its last epoch, 1.5 s with
-# 0.5 s. The suite starts ~30 runs (the Rays it starts inherit this); a poll costs a few ms of CPU.
+# Ray Train's controller polls its workers every 2 s, so a run ends seconds after its last epoch
+# (benchmarks/RESULTS.md, the test suite). The suite starts ~30 runs; the Rays it starts inherit this.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 import pytest  # noqa: E402
