@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import train_step
+from benchmarks.procs import cpu_by_process
 from speech2face.dataset import Manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,21 +47,6 @@ def raw_samples_per_s(preset: str, batch_size: int, frames: int, out_dim: int, s
                                      device, frames=frames, out_dim=out_dim, loss="l2norm")  # fmt: skip
     return {"median": batch_size / timing["median_step_s"], "best": batch_size / timing["step_s"],
             "step_times_s": timing["step_times_s"]}  # fmt: skip
-
-
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """{pid: (command line, CPU seconds so far)} of every process this user can read (about 4 ms of CPU)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    found = {}
-    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
-        try:  # the command line is read every time: Ray's workers retitle themselves (ray::IDLE, then the actor)
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        user, system = stat.rsplit(")", 1)[1].split()[11:13]
-        found[pid] = (command, (int(user) + int(system)) / ticks)
-    return found
 
 
 def cpu_split(samples: list[tuple[float, dict]], start: float, end: float) -> dict | None:

@@ -2,7 +2,6 @@
 
 import os
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -46,12 +45,9 @@ RAY_TEST_CPUS = 4
 # processes); the module's tests run last, when it is about done.
 DEMO_TESTS = "test_demo.py"
 # The smoke test of the GPU machine's one command (benchmarks.device --quick, ~4 min) runs in the background too,
-# once the demo has ended and the tests from DEVICE_RUN_FROM on have begun: those leave a core idle a quarter of
-# the time (one-worker training, one sweep trial at a time, the unit tier in this process), the tests before them
-# hardly ever (benchmarks/RESULTS.md). Its test runs after the others, before the demo's.
+# from the moment the demo ends: after it, the other tests leave a core idle a fifth of the time. Its test runs
+# after the others, before the demo's.
 DEVICE_TEST = "test_the_one_command_device_run_works_on_cpu"
-DEVICE_RUN_FROM = "test_sweep.py"
-device_run_gate = threading.Event()
 
 s3_server = pytest.fixture(scope="session")(rgw.s3_server_fixture)
 s3_bucket = pytest.fixture(rgw.s3_bucket_fixture)
@@ -174,11 +170,6 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: (item.path.name == DEMO_TESTS, item.name == DEVICE_TEST))  # stable otherwise
 
 
-def pytest_runtest_setup(item):
-    if item.path.name == DEVICE_RUN_FROM:
-        device_run_gate.set()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def background_demo(request, tmp_path_factory):
     """The full `make demo`, started in the background at the session's first test if test_demo.py runs.
@@ -197,8 +188,8 @@ def background_demo(request, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def background_device_run(request, background_demo, tmp_path_factory):
-    """``benchmarks.device --quick`` on ``small_corpus``, on a Ray of its own, if its test runs: started once the
-    background demo has ended and the tests of DEVICE_RUN_FROM have begun (or its own test asks for the result)."""
+    """``benchmarks.device --quick`` on ``small_corpus``, on a Ray of its own, started once the background demo
+    has ended (at once without one) if its test runs."""
     if not any(item.name == DEVICE_TEST for item in request.session.items):
         yield None
         return
@@ -206,8 +197,6 @@ def background_device_run(request, background_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp("device") / "device"
     command = [sys.executable, "-m", "benchmarks.device", "--out", str(out), "--quick", "--corpus", str(corpus)]
     env = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}
-    device = BackgroundCommand(
-        command, "benchmarks.device --quick", out, 1200, env=env, after=background_demo, gate=device_run_gate
-    )
+    device = BackgroundCommand(command, "benchmarks.device --quick", out, 1200, env=env, after=background_demo)
     yield device
     device.stop()

@@ -70,19 +70,19 @@ def make_read_only(directory: Path) -> None:
 
 
 class BackgroundCommand:
-    """A command that writes into ``out``, started in the background once ``after`` has ended and ``gate`` is
-    open (at once without them); ``result()`` opens the gate and waits for it to end.
+    """A command that writes into ``out``, started in the background, or once ``after`` has ended; ``result()``
+    waits for it to end.
 
     Its output goes to temporary files (a pipe nobody reads would fill and stall it), and a thread notes
     the moment it ends, so its wall time is exact however late ``result()`` is called.
     """
 
     def __init__(self, command: list[str], what: str, out: Path, timeout_s: float, env: dict[str, str] | None = None,
-                 after: BackgroundCommand | None = None, gate: threading.Event | None = None):  # fmt: skip
-        self.command, self.what, self.out, self.timeout_s = command, what, out, timeout_s
-        self.after, self.gate = after, gate
+                 after: BackgroundCommand | None = None):  # fmt: skip
+        self.command, self.what, self.out, self.timeout_s, self.after = command, what, out, timeout_s, after
         self.env = dict(env if env is not None else os.environ)  # as it is now: a test may change os.environ later
         self.streams = [tempfile.TemporaryFile("w+") for _ in ("stdout", "stderr")]
+        self.deadline = time.monotonic() + timeout_s + (after.timeout_s if after else 0)
         self.process: subprocess.Popen | None = None
         self.started = self.ended = None
         self.stopped, self._starting = False, threading.Lock()
@@ -92,8 +92,6 @@ class BackgroundCommand:
     def _run(self) -> None:
         if self.after:
             self.after.wait()
-        if self.gate:
-            self.gate.wait()
         with self._starting:  # stop() either comes first, and nothing starts, or kills what started
             if self.stopped:
                 return
@@ -104,11 +102,7 @@ class BackgroundCommand:
         self.ended = time.monotonic()
 
     def wait(self) -> None:
-        """Until the command has ended, or has run ``timeout_s`` (after waiting for ``after`` as long as it runs)."""
-        if self.gate:
-            self.gate.set()
-        limit = self.timeout_s + (self.after.timeout_s if self.after and self.started is None else 0)
-        self._waiter.join(max(0.0, (self.started or time.monotonic()) + limit - time.monotonic()))
+        self._waiter.join(max(0.0, self.deadline - time.monotonic()))
 
     def result(self) -> tuple[subprocess.CompletedProcess, float]:
         self.wait()
@@ -124,8 +118,6 @@ class BackgroundCommand:
     def stop(self) -> None:
         with self._starting:
             self.stopped = True
-            if self.gate:
-                self.gate.set()  # the waiting thread ends instead of starting it
             if self.process is not None and self.process.poll() is None:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
