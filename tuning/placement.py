@@ -8,7 +8,8 @@ then keeps its CPUs/GPUs, and the next trial waits for them forever.
 
 So each trial's Train run records its group and controller in Ray's key-value store
 (:class:`RecordPlacementGroup`, inside the controller), and the sweep's driver removes the group once
-that controller is dead (:class:`FreeTrialPlacementGroups`). Both use Ray internals, hence the pin.
+that controller is dead (:class:`FreeTrialPlacementGroups`; for the trials a Ctrl-C interrupts, which Tune
+reports to no callback, ``tuning.sweep`` itself). Both use Ray internals, hence the pin.
 """
 
 from __future__ import annotations

@@ -161,6 +161,11 @@ def sweep(args: SweepConfig) -> int:
     best = write_reports(rows, args, TrainConfig.from_dict(base_train_config(args, space.distill)))
     unfinished = sum(row["status"] == "INTERRUPTED" for row in rows)
     if unfinished:  # Ctrl-C: Tune saved its state and returned early
+        from tuning.placement import free_placement_group
+
+        for row in rows:  # Tune killed the running ones, whose controllers died before freeing their groups
+            if row["status"] == "INTERRUPTED":
+                free_placement_group(row["trial_id"])
         print(
             f"[sweep] interrupted with {unfinished} of {len(rows)} trials unfinished; to go on, rerun the same "
             f"command with --resume (finished trials are not rerun)",

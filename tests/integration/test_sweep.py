@@ -160,6 +160,7 @@ def test_an_interrupted_optuna_sweep_resumes_without_rerunning_finished_trials_t
         log.close()
     first_log = (tmp_path / "first.log").read_text()
     assert "--resume" in first_log, first_log[-3000:]  # the interrupted sweep says how to go on
+    _no_leak(ray_session)  # the interrupted trial's Train group too: Tune tells no callback of it
     statuses = {t["trial_id"]: t["status"] for t in _trials(tmp_path / "resumable")}  # as the interrupted sweep left it
     (first_trial,) = [trial for trial, status in statuses.items() if status == "TERMINATED"]  # the second had started
     assert len(statuses) == 2 and len(read_metrics(trials_dir / first_trial)) == 1, statuses
