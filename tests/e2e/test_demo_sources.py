@@ -12,13 +12,13 @@ from speech2face.dataset import Manifest
 from tests.support.cli import check, run
 from tests.support.outputs import read_clips
 
-SMALL_CORPUS = ("--speakers", "6", "--clips-per-speaker", "2", "--test-speakers", "2")  # conftest's small_corpus
-
 
 def test_the_sources_demo_on_s3(s3_bucket, small_corpus, small_dataset, ray_address, tmp_path):
     out = tmp_path / "demo_sources"
     shutil.copytree(small_corpus.directory, out / "corpus")  # the same corpus, reused rather than generated
-    result = check(run("demo.sources", "--out", str(out), "--store", s3_bucket.uri, *SMALL_CORPUS, timeout=900,
+    size = [f"--{name.replace('_', '-')}={small_corpus.manifest['config'][name]}"
+            for name in ("speakers", "clips_per_speaker", "test_speakers")]  # fmt: skip
+    result = check(run("demo.sources", "--out", str(out), "--store", s3_bucket.uri, *size, timeout=900,
                        ray_address=ray_address))  # fmt: skip
     assert "not regenerating" in result.stdout
     held = storage.list_files(s3_bucket.uri)
