@@ -28,12 +28,21 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$pkgs; \
 	fi
 
+# uv installs the pinned files ~2x faster than pip (benchmarks/RESULTS.md, the test suite). It reads UV_* settings,
+# not pip's, so pip's index and find-links settings are handed on. --compile-bytecode: as pip does, since a
+# machine with PYTHONDONTWRITEBYTECODE would otherwise recompile every module in every process.
+UV      := $(VENV)/bin/uv
+UV_PIP  := $(UV) pip install -q --python $(PY) --compile-bytecode
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -U pip
-	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
-	$(PIP) install -q --no-deps -r requirements-nodeps.txt -r requirements-dev-nodeps.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q uv==0.13.10
+	links=$${PIP_FIND_LINKS:-$$($(PIP) config get global.find-links 2>/dev/null)}; \
+	index=$${PIP_INDEX_URL:-$$($(PIP) config get global.index-url 2>/dev/null)}; \
+	if [ -n "$$links" ]; then export UV_FIND_LINKS="$${UV_FIND_LINKS:-$$links}"; fi; \
+	if [ -n "$$index" ]; then export UV_DEFAULT_INDEX="$${UV_DEFAULT_INDEX:-$$index}"; fi; \
+	$(UV_PIP) -r requirements.txt -r requirements-dev.txt
+	$(UV_PIP) --no-deps -r requirements-nodeps.txt -r requirements-dev-nodeps.txt
+	$(UV_PIP) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The gate every change passes (CI runs `make test`, so lint runs first). `make format` fixes what it can.

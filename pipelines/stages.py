@@ -273,6 +273,12 @@ class DecodeFaceStage:
         return divert_failures(out, self.failures_uri)
 
 
+def _torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def divert_failures(batch: pd.DataFrame, failures_uri: str) -> pd.DataFrame:
     """Writes the failure rows of a batch to ``failures/`` and passes the good rows on."""
     failed = batch[ERROR] != ""
@@ -297,9 +303,9 @@ class FeatureStage:
         failures_uri: str,
         layout: Layout,
     ):
-        import torch  # here, not at the top: the download and decode actors, which share this module, never need it
-
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        # torch only where it runs: VGG-Face or the stored spectrogram. dlib's actors, like the download and decode
+        # actors that share this module, start without it (~2 CPU-s an actor).
+        self.device = _torch_device() if embedder == "vggface" or layout.store_spectrogram else None
         with storage.local_copy(weights) if weights else contextlib.nullcontext() as local_weights:
             self.embedder = make_embedder(
                 embedder, weights=local_weights, allow_random=allow_random, device=self.device

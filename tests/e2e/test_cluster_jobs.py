@@ -65,6 +65,7 @@ def cluster(bucket, tmp_path_factory):
         "RAY_health_check_timeout_ms": "500",
         "RAY_health_check_failure_threshold": "6",
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "1",  # Ray's default, off elsewhere in the suite (conftest.py)
     }
     # head: 1 CPU; worker: 2 CPUs and 1 logical GPU. A training worker asking for 2 CPUs fits the worker only.
     running = start_cluster(tmp_path_factory.mktemp("cluster"), env, head_cpus=1, worker_cpus=2)

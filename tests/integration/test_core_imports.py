@@ -20,3 +20,23 @@ def test_core_imports_no_ray_or_tensorflow():
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert "speech2face.audio" in report["modules"]  # the walk really found the core's modules
     assert report["heavy"] == [], f"speech2face pulled in {report['heavy']}"
+
+
+# Preprocessing's CPU actors start without torch (~2 CPU-s each, many actors a run): download, decode + face,
+# and the dlib feature stage. The VGG-Face one, and any stage storing spectrograms, needs it.
+ACTORS_WITHOUT_TORCH = """
+import sys
+from pipelines.stages import FeatureStage
+from speech2face.dataset import Layout
+FeatureStage(embedder="dlib", weights=None, allow_random=False, failures_uri=sys.argv[1], layout=Layout())
+print("torch" in sys.modules)
+FeatureStage(embedder="dlib", weights=None, allow_random=False, failures_uri=sys.argv[1],
+             layout=Layout(store_spectrogram=True))
+print("torch" in sys.modules)
+"""
+
+
+def test_dlib_preprocessing_actors_start_without_torch(tmp_path):
+    out = subprocess.run([sys.executable, "-c", ACTORS_WITHOUT_TORCH, str(tmp_path)], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]
