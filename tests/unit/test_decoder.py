@@ -115,3 +115,21 @@ def test_the_tiny_decoder_learns_faces_dlib_recognises(faces):
         decoded = to_crops(decoder(inputs).image)
     distances = np.linalg.norm(DlibFace().embed(decoded)[:, None] - features[None], axis=-1)
     assert (distances.argmin(axis=1) == np.arange(8)).mean() >= 0.5  # chance 1/8; measured 7/8
+
+
+def test_the_baselines_embed_each_training_face_once_in_query_order():
+    from trainer.decoder.evaluation import embed_rows
+
+    class CountingJudge:  # a judge whose embedding of a crop is its first pixel, counting the crops it is given
+        embedded = 0
+
+        def embed(self, images):
+            self.embedded += len(images)
+            return images[:, 0, 0, :1].astype(np.float32)
+
+    crops = np.arange(5, dtype=np.uint8)[:, None, None, None] * np.ones((5, 2, 2, 3), np.uint8)
+    judge, known = CountingJudge(), {}
+    first = embed_rows(judge, crops, np.array([3, 1, 3, 3]), known)
+    assert first[:, 0].tolist() == [3, 1, 3, 3] and judge.embedded == 2
+    second = embed_rows(judge, crops, np.array([1, 4]), known)  # the next source's nearest faces: 1 is known
+    assert second[:, 0].tolist() == [1, 4] and judge.embedded == 3
