@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from demo_corpus.server import serve_directory, url_template
 from speech2face import storage
 from speech2face.avspeech import parse_csv
 from speech2face.dataset import clips_uri, failures_uri
@@ -117,17 +118,12 @@ def job_actors(cluster, job_id: str) -> list[dict]:
     return [actor for actor in actors["data"]["result"]["result"] if actor["node_id"]]
 
 
-# ---- preprocessing into S3, its worker node reclaimed ------------------------------------------
-
-
-def clip_files(out: str) -> list[str]:
-    return storage.list_files(clips_uri(out), suffix=".parquet")
+# ---- preprocessing into S3 ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def s3_preprocess(cluster, small_corpus, bucket, tmp_path_factory) -> dict:
-    """pipelines.preprocess as a job: CSVs, cookies and output on S3, the videos from a loopback site. Its worker
-    node dies once the first clip is written; then the same command again, on the replacement node."""
+    """pipelines.preprocess as a job: CSVs, cookies and output on S3, the videos from a loopback site."""
     data = storage.join(bucket.uri, "s2f")
     csvs = {}
     for name in ("avspeech_train.csv", "avspeech_test.csv"):  # the job reads its CSVs from S3 too
@@ -136,73 +132,88 @@ def s3_preprocess(cluster, small_corpus, bucket, tmp_path_factory) -> dict:
     cookie = "cluster-c00kie-value-9d1e"  # from S3: each download actor, on either node, copies it
     cookies = loopback.write_cookies(tmp_path_factory.mktemp("cookies") / "cookies.txt", "session", cookie)
     storage.write_bytes(storage.join(bucket.uri, "cookies.txt"), cookies.read_bytes())
-    # --rows-per-file 1: a file per clip, so some are written while others are in flight when the node dies
-    command = ["python", "-m", "pipelines.preprocess", "--csv", storage.join(bucket.uri, "avspeech_train.csv"),
-               "--test-csv", storage.join(bucket.uri, "avspeech_test.csv"), "--out", data,
-               "--face-embedder", "dlib", "--cpus-per-actor", "0.5", "--val-fraction", VAL_FRACTION,
-               "--batch-size", "2", "--gpu-actors", "1", "--rows-per-file", "1",
-               "--cookies", storage.join(bucket.uri, "cookies.txt")]  # fmt: skip
-    started = time.monotonic()
     with loopback.serve_site(small_corpus.directory) as site:
-        command += ["--url-template", site.url + "/{ytid}.mp4"]
-        cluster.submit("preprocess-1", *command)
-        written = wait_for_moment(cluster, "preprocess-1", lambda: clip_files(data), "clip file")
-        nodes = cluster.nodes()  # the two nodes the job started on
-        reclaim_worker(cluster)
-        first = wait_for_job(cluster, "preprocess-1")  # Ray Data retries the lost tasks, restarts the lost actors
-        after_first = readable_clip_ids(data)
-        cluster.submit("preprocess-2", *command)
-        second = wait_for_job(cluster, "preprocess-2")
-    print(f"[spot] preprocess: {time.monotonic() - started:.1f} s; clip files at the kill: {len(written)}; "
-          f"first run {first} with {len(after_first)} clips")  # fmt: skip
-    jobs = [cluster.get(f"/api/jobs/{name}") for name in ("preprocess-1", "preprocess-2")]
-    return {"data": data, "csvs": csvs, "cookie": cookie, "headers": site.headers, "at_kill": len(written),
-            "after_first": after_first, "first": first, "second": second, "nodes": nodes,
-            "nodes_after": cluster.nodes(), "first_actors": job_actors(cluster, jobs[0]["job_id"]),
-            "logs": [logs(cluster, job["submission_id"]) for job in jobs]}  # fmt: skip
-
-
-def expected_clip_ids(corpus: Path) -> set[str]:
-    """The plan: every row of both CSVs (each one makes a clip in a clean run of this corpus)."""
-    ids = set()
-    for name in ("avspeech_train.csv", "avspeech_test.csv"):
-        segments, failures = parse_csv((corpus / name).read_text(), float(VAL_FRACTION))
-        assert segments and not failures
-        ids |= {segment.clip_id for segment in segments}
-    return ids
+        cluster.submit("preprocess-s3", "python", "-m", "pipelines.preprocess",
+                       "--csv", storage.join(bucket.uri, "avspeech_train.csv"),
+                       "--test-csv", storage.join(bucket.uri, "avspeech_test.csv"), "--out", data,
+                       "--url-template", site.url + "/{ytid}.mp4", "--face-embedder", "dlib",
+                       "--cpus-per-actor", "0.5", "--val-fraction", "0.5", "--batch-size", "2", "--gpu-actors", "1",
+                       "--cookies", storage.join(bucket.uri, "cookies.txt"))  # fmt: skip
+        state = wait_for_job(cluster, "preprocess-s3")
+    job = cluster.get("/api/jobs/preprocess-s3")
+    return {"data": data, "csvs": csvs, "cookie": cookie, "state": state, "job": job, "headers": site.headers,
+            "logs": logs(cluster, "preprocess-s3"), "nodes": cluster.nodes(),
+            "actors": job_actors(cluster, job["job_id"])}  # fmt: skip
 
 
 def test_preprocess_job_on_two_nodes_into_s3(s3_preprocess, bucket):
     run = s3_preprocess
-    assert run["second"] == "SUCCEEDED", run["logs"][1][-4000:]
-    assert "=== preprocess summary ===" in run["logs"][1]
-    for text in run["logs"]:  # never log credentials
-        assert bucket.server.secret_key not in text and run["cookie"] not in text
+    assert run["state"] == "SUCCEEDED", run["logs"][-4000:]
+    assert "=== preprocess summary ===" in run["logs"]
+    assert bucket.server.secret_key not in run["logs"] and run["cookie"] not in run["logs"]  # never log credentials
     with_cookie = sum(run["cookie"] in headers.get("Cookie", "") for headers in run["headers"])
     assert with_cookie >= sum(len(rows) for rows in run["csvs"].values()), "every clip's download sent the cookie"
-    nodes, actors = run["nodes"], run["first_actors"]  # the first run's, placed before its worker node died
-    assert {n["node_id"] for n in nodes} <= {a["node_id"] for a in actors}, "the job's actors should use both nodes"
-    gpu_nodes = {n["node_id"] for n in nodes + run["nodes_after"] if n["resources_total"].get("GPU")}
+    nodes, actors = run["nodes"], run["actors"]
+    gpu_nodes = {n["node_id"] for n in nodes if n["resources_total"].get("GPU")}
+    assert {a["node_id"] for a in actors} == {n["node_id"] for n in nodes}, "the job's actors should use both nodes"
     feature_nodes = {a["node_id"] for a in actors if "FeatureStage" in a["class_name"]}
-    assert len(gpu_nodes) == 2 and feature_nodes and feature_nodes <= gpu_nodes, (feature_nodes, gpu_nodes)
+    assert len(gpu_nodes) == 1 and feature_nodes == gpu_nodes, (feature_nodes, gpu_nodes)
     clips = read_clips(run["data"])
     assert len(clips) == len(run["csvs"]["avspeech_train.csv"]) + len(run["csvs"]["avspeech_test.csv"])
     assert sum(c["split"] == "test" for c in clips.values()) == len(run["csvs"]["avspeech_test.csv"])
     assert storage.read_json(storage.join(run["data"], "manifest.json"))["counts"]["clips"] == len(clips)
 
 
-def test_preprocess_rerun_after_a_reclaimed_node_has_every_clip_once(s3_preprocess, small_corpus):
-    run, expected = s3_preprocess, expected_clip_ids(small_corpus.directory)
+# ---- a reclaimed node ---------------------------------------------------------------------------
+
+
+def clip_files(out: str) -> list[str]:
+    return storage.list_files(clips_uri(out), suffix=".parquet")
+
+
+@pytest.fixture(scope="module")
+def reclaimed_preprocess(cluster, small_corpus, tmp_path_factory) -> dict:
+    """A preprocess whose worker node dies once its first clip is written, then the same command again."""
+    out = str(tmp_path_factory.mktemp("spot_data") / "s2f")
+    started = time.monotonic()
+    with serve_directory(small_corpus.directory) as (_, base_url):
+        # --rows-per-file 1: a file per clip, so some are written while others are in flight when the node dies
+        command = ["python", "-m", "pipelines.preprocess", "--csv", str(small_corpus.directory / "avspeech_train.csv"),
+                   "--out", out, "--url-template", url_template(base_url), "--face-embedder", "dlib",
+                   "--val-fraction", VAL_FRACTION, "--cpus-per-actor", "0.5", "--batch-size", "2", "--gpu-actors", "1",
+                   "--rows-per-file", "1"]  # fmt: skip
+        cluster.submit("preprocess-1", *command)
+        written = wait_for_moment(cluster, "preprocess-1", lambda: clip_files(out), "clip file")
+        reclaim_worker(cluster)
+        first = wait_for_job(cluster, "preprocess-1")  # Ray Data retries the lost tasks, restarts the lost actors
+        after_first = readable_clip_ids(out)
+        cluster.submit("preprocess-2", *command)
+        second = wait_for_job(cluster, "preprocess-2")
+    print(f"[spot] preprocess: {time.monotonic() - started:.1f} s; clip files at the kill: {len(written)}; "
+          f"first run {first} with {len(after_first)} clips")  # fmt: skip
+    return {"out": out, "at_kill": len(written), "after_first": after_first, "first": first, "second": second,
+            "rerun_logs": logs(cluster, "preprocess-2")}  # fmt: skip
+
+
+def expected_clip_ids(corpus: Path) -> set[str]:
+    """The plan: every row of the training CSV (each one makes a clip in a clean run of this corpus)."""
+    segments, failures = parse_csv((corpus / "avspeech_train.csv").read_text(), float(VAL_FRACTION))
+    assert segments and not failures
+    return {segment.clip_id for segment in segments}
+
+
+def test_preprocess_rerun_after_a_reclaimed_node_has_every_clip_once(reclaimed_preprocess, small_corpus):
+    run, expected = reclaimed_preprocess, expected_clip_ids(small_corpus.directory)
     assert 1 <= run["at_kill"] < len(expected), "the node died in the middle of the run"
-    assert run["second"] == "SUCCEEDED", run["logs"][1][-4000:]
+    assert run["second"] == "SUCCEEDED", run["rerun_logs"][-4000:]
     done = set(run["after_first"])  # what the (perhaps failed) first run left, whole
     assert len(done) == len(run["after_first"]), "the first run wrote a clip twice"
     planned = f"{len(expected)} valid rows: {len(done)} already in clips/, 0 failed earlier (skipped), "
-    assert f"{planned}{len(expected) - len(done)} to process" in run["logs"][1], run["logs"][1][-4000:]
-    clips = read_clips(run["data"])  # fails on a duplicate clip id
+    assert f"{planned}{len(expected) - len(done)} to process" in run["rerun_logs"], run["rerun_logs"][-4000:]
+    clips = read_clips(run["out"])  # fails on a duplicate clip id
     assert set(clips) == expected
-    assert [row for row in read_all(failures_uri(run["data"])) if row["stage"] != "parse"] == []
-    manifest = storage.read_json(storage.join(run["data"], "manifest.json"))
+    assert [row for row in read_all(failures_uri(run["out"])) if row["stage"] != "parse"] == []
+    manifest = storage.read_json(storage.join(run["out"], "manifest.json"))
     assert manifest["counts"]["clips"] == len(expected) and manifest["counts"]["failures"] == 0
 
 
