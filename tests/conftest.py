@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # costs more CPU than it saves on 2 cores (benchmarks/RESULTS.md, the test suite).
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 # Ray Train starts a PreemptionWatcher actor per run, which polls for nodes being drained (a spot reclaim notice);
-# nothing drains a node here, and the actor costs a worker's start-up (~1.7 CPU-s) in each of the ~30 runs.
+# nothing drains a node here, and the actor costs a worker's start-up (~1.3 CPU-s) in each of the ~30 runs.
 # The two-node cluster's spot tests (test_cluster_jobs.py) run with it, as a user's cluster does.
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 

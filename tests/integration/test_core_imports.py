@@ -22,8 +22,9 @@ def test_core_imports_no_ray_or_tensorflow():
     assert report["heavy"] == [], f"speech2face pulled in {report['heavy']}"
 
 
-# Preprocessing's CPU actors start without torch (~2 CPU-s each, many actors a run): download, decode + face,
-# and the dlib feature stage. The VGG-Face one, and any stage storing spectrograms, needs it.
+# Preprocessing's CPU actors start without torch (~2 CPU-s each, many actors a run): the stages' module imports
+# without it (the download and decode actors), and so does a dlib feature stage. VGG-Face and a stored
+# spectrogram need it.
 ACTORS_WITHOUT_TORCH = """
 import sys
 from pipelines.stages import FeatureStage
