@@ -28,7 +28,7 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$pkgs; \
 	fi
 
-# uv installs the pinned files ~2x faster than pip (benchmarks/RESULTS.md, the test suite). It reads UV_* settings,
+# uv installs the pinned files faster than pip (benchmarks/RESULTS.md, the test suite). It reads UV_* settings,
 # not pip's, so pip's index and find-links settings are handed on. --compile-bytecode: as pip does, since a
 # machine with PYTHONDONTWRITEBYTECODE would otherwise recompile every module in every process.
 UV      := $(VENV)/bin/uv

@@ -19,9 +19,7 @@ import time
 
 import pytest
 
-from benchmarks.procs import cpu_by_process
-
-TICK = os.sysconf("SC_CLK_TCK")
+from benchmarks.procs import TICK, cpu_by_process
 
 
 def busy_core_seconds() -> float:
